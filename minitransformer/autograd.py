@@ -1,0 +1,245 @@
+"""Reverse-mode automatic differentiation: ``Tensor``, ``Function`` and ``backward``.
+
+A ``Tensor`` wraps a backend array (``.data``). Every differentiable operation is a
+``Function`` subclass with a ``forward`` on arrays and a ``backward`` that maps the
+gradient of the output to gradients of the inputs. Calling ``Function.apply`` runs the
+forward pass and, when some input requires a gradient, records the function as the
+output's ``_ctx``: the graph is the chain of ``_ctx.inputs`` links. ``Tensor.backward``
+walks that graph once, in reverse topological order, with an explicit stack (no
+recursion, so a 10,000-op chain is fine), and frees it afterwards.
+
+A function holds its inputs but never its output, so the graph has no reference cycles
+and is freed by reference counting as soon as the last tensor of it goes away.
+"""
+import contextlib
+
+from . import backend
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Within this block, operations record no graph (for evaluation and decoding)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class Tensor:
+    """An n-dimensional array that remembers how it was computed.
+
+    Use ``minitransformer.tensor(...)`` to make one. Arithmetic operators and methods
+    such as ``.sum()``, ``.reshape()`` and ``@`` are installed by ``minitransformer.ops``.
+    """
+    __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False):
+        self.data = data
+        self.grad = None
+        self.requires_grad = requires_grad
+        self._ctx = None
+        self._was_freed = False  # set once backward() has consumed this node's graph
+
+    # ---- array facts -------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def xp(self):
+        """The array module (numpy or cupy) that owns this tensor's data."""
+        return backend.get_array_module(self.data)
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({self.numpy()!r}, device={self.device!r}{grad})"
+
+    # ---- leaving the graph -----------------------------------------------------
+    def numpy(self):
+        """A host NumPy copy of the data, on any backend."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item: tensor has {self.data.size} elements, expected 1")
+        return self.data.item()
+
+    def detach(self):
+        """The same data, cut off from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, flag=True):
+        self.requires_grad = flag
+        return self
+
+    # ---- backpropagation ------------------------------------------------------
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is the upstream gradient; it defaults to 1 for a one-element tensor.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad "
+                               "(no input of it was created with requires_grad=True)")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: output has shape {self.shape}; pass grad= "
+                                   "(a gradient of the same shape) for a non-scalar output")
+            grad = self.xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else self.xp.asarray(grad, self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
+
+        order = _topological_order(self)
+        grads = {id(self): grad}
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            fn = node._ctx
+            if fn is None:  # a leaf; copy, since g may be shared with another input's grad
+                node.grad = g.copy() if node.grad is None else node.grad + g
+                continue
+            input_grads = fn.backward(g)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            for inp, ig in zip(fn.inputs, input_grads):
+                if ig is None or not inp.requires_grad:
+                    continue
+                if ig.shape != inp.shape:
+                    raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of "
+                                       f"shape {ig.shape} for an input of shape {inp.shape}")
+                key = id(inp)
+                grads[key] = ig if key not in grads else grads[key] + ig
+            node._ctx = None  # free the graph as we go: saved arrays are released
+            node._was_freed = True
+
+
+def _topological_order(root):
+    """Nodes that need a gradient, each after all of its inputs (iterative DFS)."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        if node._was_freed:
+            raise RuntimeError("backward: the graph behind this tensor was already used by "
+                               "an earlier backward() and has been freed; recompute the "
+                               "forward pass to differentiate again")
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            stack.extend((inp, False) for inp in node._ctx.inputs
+                         if inp.requires_grad and id(inp) not in visited)
+    return order
+
+
+class Function:
+    """One differentiable operation.
+
+    Subclasses implement ``forward(self, *arrays, **options) -> array`` and
+    ``backward(self, grad) -> gradient or tuple of gradients``, one per input (``None``
+    for inputs that need none). State that backward needs is saved on ``self``;
+    ``self.xp`` is the array module (numpy or cupy) of the inputs.
+    """
+
+    inputs = ()
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        tensors = _as_tensors(cls.__name__, inputs)
+        fn = cls()
+        fn.xp = tensors[0].xp
+        out = Tensor(fn.forward(*(t.data for t in tensors), **options))
+        if _grad_enabled and any(t.requires_grad for t in tensors):
+            out.requires_grad = True
+            fn.inputs = tensors
+            out._ctx = fn
+        return out
+
+    def forward(self, *arrays, **options):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+
+def _as_tensors(op_name, values):
+    """Wrap arrays and Python scalars as tensors on the device, and in the float dtype,
+    of the tensors among ``values``; refuse to mix devices."""
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    if not tensors:
+        raise TypeError(f"{op_name}: expected at least one Tensor argument")
+    first = tensors[0]
+    out = []
+    for position, value in enumerate(values):
+        if not isinstance(value, Tensor):
+            if backend.is_array(value):
+                value = Tensor(value)
+            else:  # a Python scalar adopts the tensor's dtype: 2 * float32 stays float32
+                dtype = first.dtype if first.dtype.kind in "fc" else None
+                value = Tensor(first.xp.asarray(value, dtype=dtype))
+        if value.device != first.device:
+            raise backend.DeviceError(
+                f"{op_name}: argument {position} is on {value.device!r} but argument "
+                f"{values.index(first)} is on {first.device!r}; move one with .to('cpu') "
+                "or .to('gpu')")
+        out.append(value)
+    return out
+
+
+def tensor(data, requires_grad=False, dtype=None, device=None):
+    """Make a tensor on the current backend (or on ``device``: ``"cpu"`` / ``"gpu"``).
+
+    Python floats become float32 (``backend.DEFAULT_DTYPE``); arrays keep their dtype
+    unless ``dtype`` is given; integers stay integers (token ids).
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    device = device or backend.default_device()
+    if backend.is_array(data):
+        data = backend.to_device(data, device)
+        if dtype is not None:
+            data = data.astype(dtype, copy=False)
+        else:
+            data = data.copy()
+    else:
+        xp = backend.xp(device)
+        data = xp.asarray(data, dtype=dtype)
+        if dtype is None and data.dtype.kind == "f":
+            data = data.astype(backend.DEFAULT_DTYPE)
+    if requires_grad and data.dtype.kind not in "fc":
+        raise TypeError(f"tensor: requires_grad=True needs a floating dtype, got {data.dtype}")
+    return Tensor(data, requires_grad=requires_grad)

@@ -1,0 +1,120 @@
+"""Which array library does the math: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+This is the only module that imports ``numpy`` or ``cupy``. Everything else asks a
+tensor for its array module (``tensor.xp``) or asks this module for the current one
+(``xp()``), so the same engine code runs unchanged on either device -- the idea behind
+Chainer's and DeZero's ``get_array_module``.
+
+Devices are named ``"cpu"`` (NumPy arrays) and ``"gpu"`` (CuPy arrays).
+"""
+import numpy
+
+host = numpy
+"""NumPy itself, for work that is always on the host: file I/O, data generation."""
+
+DEFAULT_DTYPE = numpy.float32
+
+_BACKENDS = ("numpy", "cupy")
+_current = "numpy"
+_cupy = None
+
+
+class DeviceError(RuntimeError):
+    """Raised when a GPU is asked for but unavailable, or devices are mixed."""
+
+
+def _load_cupy():
+    """Import CuPy once and check that a GPU is really there."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError as exc:
+        raise DeviceError(
+            "backend 'cupy' needs CuPy, which is not installed; "
+            "install it with: pip install 'minitransformer[gpu]'") from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken
+        raise DeviceError(f"backend 'cupy': no usable CUDA GPU ({exc})") from exc
+    if count == 0:
+        raise DeviceError("backend 'cupy': CuPy is installed but no CUDA GPU was found")
+    _cupy = cupy
+    return cupy
+
+
+def gpu_available():
+    """True when CuPy imports and sees at least one GPU."""
+    try:
+        _load_cupy()
+    except DeviceError:
+        return False
+    return True
+
+
+def set_backend(name):
+    """Select the array library for new tensors: ``"numpy"`` or ``"cupy"``."""
+    global _current
+    if name not in _BACKENDS:
+        raise ValueError(f"set_backend: expected one of {_BACKENDS}, got {name!r}")
+    if name == "cupy":
+        _load_cupy()
+    _current = name
+
+
+def get_backend():
+    """The name of the current backend, ``"numpy"`` or ``"cupy"``."""
+    return _current
+
+
+def default_device():
+    return "gpu" if _current == "cupy" else "cpu"
+
+
+def xp(device=None):
+    """The array module for ``device`` (default: the current backend's)."""
+    device = device or default_device()
+    return _load_cupy() if device == "gpu" else numpy
+
+
+def get_array_module(array):
+    """``numpy`` or ``cupy``, whichever owns ``array``."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy
+    return numpy
+
+
+def device_of(array):
+    return "gpu" if get_array_module(array) is not numpy else "cpu"
+
+
+def is_array(value):
+    """True for a NumPy or CuPy array (not for Python scalars or lists)."""
+    return isinstance(value, numpy.ndarray) or (
+        _cupy is not None and isinstance(value, _cupy.ndarray))
+
+
+def to_device(array, device):
+    """Copy ``array`` to ``device`` (``"cpu"`` or ``"gpu"``); no copy if already there."""
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if device_of(array) == device:
+        return array
+    if device == "gpu":
+        return _load_cupy().asarray(array)
+    return _cupy.asnumpy(array)
+
+
+def to_numpy(array):
+    """A host NumPy copy of ``array``, whatever its device."""
+    if device_of(array) == "gpu":
+        return _cupy.asnumpy(array)
+    return numpy.array(array, copy=True)
+
+
+def manual_seed(seed):
+    """Seed the global random generators of every available backend."""
+    numpy.random.seed(seed)
+    if _cupy is not None:
+        _cupy.random.seed(seed)

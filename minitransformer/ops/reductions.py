@@ -1,0 +1,65 @@
+"""Reductions over axes: sum, mean, max.
+
+Their backward passes broadcast the upstream gradient back over the reduced axes,
+so ``keepdims=False`` outputs first get their reduced axes re-inserted as size 1.
+"""
+from ..autograd import Function
+
+
+def _normalize_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dims")
+    return tuple(sorted(a % max(ndim, 1) for a in axes))
+
+
+def _expand(grad, axes):
+    """Re-insert the reduced ``axes`` (sorted) as size 1, so ``grad`` broadcasts back."""
+    for a in axes:
+        grad = grad.reshape(grad.shape[:a] + (1,) + grad.shape[a:])
+    return grad
+
+
+class Sum(Function):
+    """sum over ``axis``. d/da = 1 broadcast over the summed axes."""
+    def forward(self, a, axis=None, keepdims=False):
+        self.shape = a.shape
+        self.axes, self.keepdims = _normalize_axes(axis, a.ndim), keepdims
+        return a.sum(axis=self.axes, keepdims=keepdims)
+
+    def backward(self, grad):
+        grad = grad if self.keepdims else _expand(grad, self.axes)
+        return self.xp.broadcast_to(grad, self.shape)
+
+
+class Mean(Function):
+    """mean over ``axis``. d/da = 1/n broadcast over the averaged axes (n elements each)."""
+    def forward(self, a, axis=None, keepdims=False):
+        self.shape = a.shape
+        self.axes, self.keepdims = _normalize_axes(axis, a.ndim), keepdims
+        self.count = 1
+        for ax in self.axes:
+            self.count *= a.shape[ax]
+        return a.mean(axis=self.axes, keepdims=keepdims)
+
+    def backward(self, grad):
+        grad = grad if self.keepdims else _expand(grad, self.axes)
+        return self.xp.broadcast_to(grad / self.count, self.shape)
+
+
+class Max(Function):
+    """max over ``axis``. The gradient goes to the maximal elements, split evenly at ties."""
+    def forward(self, a, axis=None, keepdims=False):
+        self.a = a
+        self.axes, self.keepdims = _normalize_axes(axis, a.ndim), keepdims
+        self.out = a.max(axis=self.axes, keepdims=True)
+        return self.out if keepdims else self.out.reshape(
+            [n for i, n in enumerate(a.shape) if i not in self.axes])
+
+    def backward(self, grad):
+        grad = grad if self.keepdims else _expand(grad, self.axes)
+        winners = (self.a == self.out).astype(grad.dtype)
+        return grad * winners / winners.sum(axis=self.axes, keepdims=True)

@@ -1,0 +1,186 @@
+"""The engine itself: graph traversal, accumulation, freeing, no_grad, devices."""
+import gc
+import pathlib
+import re
+import sys
+import weakref
+
+import numpy as np
+import pytest
+
+import minitransformer as mt
+from strategies import host, leaf
+
+
+def test_long_chain_does_not_recurse():
+    x = mt.tensor(1.0, requires_grad=True, dtype=np.float64)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    assert sys.getrecursionlimit() < 10_000
+    y.backward()
+    np.testing.assert_allclose(host(x.grad), 1.0001 ** 10_000, rtol=1e-9)
+
+
+def test_shared_node_accumulates():
+    x = leaf([1.0, 2.0, 3.0])
+    y = x * x          # x used twice in one op
+    z = y + y * x      # y used twice, x a third time
+    z.sum().backward()
+    a = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(host(x.grad), 2 * a + 3 * a ** 2)
+
+
+def test_grad_accumulates_across_backward_calls():
+    x = leaf([1.0, -2.0])
+    (x * 3).sum().backward()
+    (x * 4).sum().backward()
+    np.testing.assert_allclose(host(x.grad), [7.0, 7.0])
+
+
+def test_leaf_grads_are_independent_arrays():
+    a, b = leaf([1.0]), leaf([2.0])
+    (a + b).sum().backward()
+    a.grad *= 10  # an optimizer scaling one gradient in place must not touch the other
+    np.testing.assert_allclose(host(b.grad), [1.0])
+
+
+def test_graph_is_freed_without_gc():
+    gc.disable()
+    try:
+        x = leaf(np.ones(3))
+        y = (x * 2).exp()
+        probe = weakref.ref(y._ctx)
+        loss = y.sum()
+        loss.backward()
+        del y, loss
+        assert probe() is None, "graph kept alive after backward"
+        y = (x * 2).exp()
+        probe = weakref.ref(y._ctx)
+        del y
+        assert probe() is None, "graph kept alive by a reference cycle"
+    finally:
+        gc.enable()
+
+
+def test_second_backward_through_freed_graph_is_an_error():
+    x = leaf([1.0])
+    y = (x * 2).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="already used"):
+        y.backward()
+
+
+def test_no_grad_records_nothing():
+    x = leaf([1.0])
+    with mt.no_grad():
+        y = x * 2
+    assert not y.requires_grad and y._ctx is None
+    assert mt.is_grad_enabled()
+
+
+def test_detach_item_numpy():
+    x = leaf([[1.5]])
+    d = (x * 2).detach()
+    assert not d.requires_grad and d._ctx is None
+    assert d.item() == 3.0
+    arr = x.numpy()
+    assert isinstance(arr, np.ndarray)
+    arr[0, 0] = 99  # a copy: the tensor is untouched
+    assert x.item() == 1.5
+
+
+def test_tensor_dtypes():
+    assert mt.tensor([1.0]).dtype == np.float32
+    assert mt.tensor([1, 2]).dtype.kind == "i"
+    assert mt.tensor(np.zeros(2, np.float64)).dtype == np.float64
+    assert mt.tensor([1.0], dtype=np.float64).dtype == np.float64
+    with pytest.raises(TypeError, match="floating dtype"):
+        mt.tensor([1, 2], requires_grad=True)
+
+
+def test_backward_errors_are_clear():
+    x = leaf([1.0, 2.0])
+    with pytest.raises(RuntimeError, match="pass grad="):
+        (x * 2).backward()
+    with pytest.raises(ValueError, match="grad has shape"):
+        (x * 2).backward(np.ones(3))
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        mt.tensor([1.0]).sum().backward()
+
+
+def test_gradcheck_catches_a_wrong_backward():
+    class WrongSquare(mt.Function):
+        def forward(self, a):
+            self.a = a
+            return a * a
+
+        def backward(self, grad):
+            return grad * self.a  # should be 2 * a
+
+    x = leaf([1.0, 2.0])
+    with pytest.raises(mt.GradcheckError, match="index"):
+        mt.gradcheck(WrongSquare.apply, [x])
+    with pytest.raises(mt.GradcheckError, match="directional"):
+        mt.gradcheck(WrongSquare.apply, [x], directions=3)
+
+
+def test_gradcheck_catches_a_missing_transpose():
+    class WrongMatmul(mt.Function):
+        def forward(self, a, b):
+            self.a, self.b = a, b
+            return a @ b
+
+        def backward(self, grad):
+            return grad @ self.b, self.a @ grad  # transposes forgotten (square inputs)
+
+    x, y = leaf(np.arange(4.0).reshape(2, 2)), leaf(np.arange(4.0).reshape(2, 2) + 1)
+    with pytest.raises(mt.GradcheckError):
+        mt.gradcheck(WrongMatmul.apply, [x, y])
+
+
+def test_gradcheck_needs_float64():
+    with pytest.raises(TypeError, match="float64"):
+        mt.gradcheck(lambda t: t * 2, [mt.tensor([1.0], requires_grad=True)])
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="expected one of"):
+        mt.set_backend("jax")
+
+
+def test_cupy_unavailable_is_one_clear_error(backend):
+    if mt.gpu_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(mt.DeviceError, match="cupy"):
+        mt.set_backend("cupy")
+    assert mt.get_backend() == "numpy"
+
+
+def test_mixing_devices_names_both(backend):
+    if backend != "cupy":
+        pytest.skip("needs a GPU")
+    gpu = mt.tensor([1.0])
+    cpu = gpu.to("cpu")
+    with pytest.raises(mt.DeviceError, match="'cpu'.*'gpu'|'gpu'.*'cpu'"):
+        gpu + cpu
+    with pytest.raises(mt.DeviceError):
+        gpu * np.ones(1, np.float32)
+    moved = leaf([2.0]).to("cpu")
+    assert moved.device == "cpu"
+
+
+def test_to_device_is_differentiable():
+    x = leaf([1.0, 2.0])
+    y = (x.to("cpu") * 3).sum()
+    y.backward()
+    assert x.grad is not None and mt.tensor(x.grad).device == x.device
+    np.testing.assert_allclose(host(x.grad), [3.0, 3.0])
+
+
+def test_only_the_backend_imports_numpy_or_cupy():
+    package = pathlib.Path(mt.__file__).parent
+    pattern = re.compile(r"^\s*(import|from)\s+(numpy|cupy)\b", re.MULTILINE)
+    offenders = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+                 if p.name != "backend.py" and pattern.search(p.read_text())]
+    assert offenders == [], f"these modules import numpy/cupy directly: {offenders}"
