@@ -1,0 +1,2 @@
+"""Neural-network modules, built on ``minitransformer.functional``."""
+from .module import Module, ModuleList, Parameter
