@@ -113,8 +113,31 @@ def to_numpy(array):
     return numpy.array(array, copy=True)
 
 
+_generators = {}
+
+
+def rng(device=None):
+    """The random generator of ``device`` (a ``numpy.random.Generator`` on the CPU,
+    ``cupy.random.Generator`` on the GPU): used for initialisation, dropout and sampling,
+    and reseeded by ``manual_seed``."""
+    device = device or default_device()
+    if device not in _generators:
+        _generators[device] = xp(device).random.default_rng(0)
+    return _generators[device]
+
+
 def manual_seed(seed):
-    """Seed the global random generators of every available backend."""
-    numpy.random.seed(seed)
+    """Seed the random generators of every device, for reproducible runs."""
+    _generators.clear()
+    _generators["cpu"] = numpy.random.default_rng(seed)
     if _cupy is not None:
-        _cupy.random.seed(seed)
+        _generators["gpu"] = _cupy.random.default_rng(seed)
+
+
+def get_rng_state():
+    """The CPU generator's state, a JSON-serialisable dict (for checkpoints)."""
+    return rng("cpu").bit_generator.state
+
+
+def set_rng_state(state):
+    rng("cpu").bit_generator.state = state
