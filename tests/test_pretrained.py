@@ -1,0 +1,184 @@
+"""Pretrained weights: the safetensors reader, the WordPiece tokenizer, and the real
+all-MiniLM-L6-v2 checked against sentence-transformers' own output (a fixture made by
+tests/fixtures/make_minilm_fixture.py; skipped when the model package is absent)."""
+import json
+import pathlib
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from minitransformer.pretrained import SafetensorsError, read_safetensors
+from minitransformer.pretrained.wordpiece import WordPieceTokenizer, basic_tokenize
+
+# ---- safetensors ------------------------------------------------------------------
+NAMES = {np.dtype("float64"): "F64", np.dtype("float32"): "F32", np.dtype("int64"): "I64",
+         np.dtype("int32"): "I32", np.dtype("uint8"): "U8", np.dtype("bool"): "BOOL"}
+
+
+def file_bytes(header, data=bytes(8), header_len=None):
+    """A safetensors file's bytes, with any header (a dict, or raw bytes) and data."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    length = len(raw) if header_len is None else header_len
+    return struct.pack("<Q", length) + raw + data
+
+
+def write_arrays(path, arrays, dtype_names=None):
+    """A valid safetensors file holding ``arrays`` (name -> little-endian array)."""
+    header, data = {"__metadata__": {"format": "np"}}, b""
+    for name, a in arrays.items():
+        raw = np.ascontiguousarray(a).tobytes()
+        dtype = (dtype_names or {}).get(name) or NAMES[a.dtype]
+        header[name] = {"dtype": dtype, "shape": list(a.shape),
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    path.write_bytes(file_bytes(header, data))
+    return path
+
+
+@given(arrays=st.dictionaries(
+    st.text("abcdefgh.", min_size=1, max_size=6),
+    hnp.arrays(st.sampled_from(sorted(NAMES, key=str)),
+               hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)),
+    max_size=4))
+def test_safetensors_round_trip(tmp_path_factory, arrays):
+    path = write_arrays(tmp_path_factory.mktemp("st") / "a.safetensors", arrays)
+    loaded = read_safetensors(path)
+    assert loaded.keys() == arrays.keys()
+    for name, a in arrays.items():
+        assert loaded[name].dtype == a.dtype and loaded[name].shape == a.shape
+        np.testing.assert_array_equal(loaded[name], a)
+
+
+def test_safetensors_half_precision_becomes_float32(tmp_path):
+    values = np.array([[1.5, -2.25], [65504.0, 3.0e-3]], dtype=np.float32)
+    bf16 = (values.view(np.uint32) >> 16).astype(np.uint16)  # truncated to bfloat16
+    path = write_arrays(tmp_path / "h.safetensors",
+                        {"half": values.astype(np.float16), "brain": bf16},
+                        dtype_names={"half": "F16", "brain": "BF16"})
+    loaded = read_safetensors(path)
+    assert loaded["half"].dtype == loaded["brain"].dtype == np.float32
+    np.testing.assert_array_equal(loaded["half"], values.astype(np.float16))
+    np.testing.assert_array_equal(loaded["brain"],
+                                  (bf16.astype(np.uint32) << 16).view(np.float32))
+    np.testing.assert_allclose(loaded["brain"], values, rtol=2 ** -7)
+
+
+def entry(dtype="F32", shape=(2,), offsets=(0, 8)):
+    return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
+
+
+BAD_FILES = {  # case: (file bytes, what the error must say)
+    "shorter than the length field": (b"\x01\x02", "truncated file"),
+    "header longer than the file": (file_bytes({"w": entry()}, header_len=1000),
+                                    "header length 1000 does not fit"),
+    "header not JSON": (file_bytes(b"{not json"), "not valid UTF-8 JSON"),
+    "header not an object": (file_bytes(b"[1, 2]"), "must be a JSON object"),
+    "duplicate name": (file_bytes(b'{"w": {}, "w": {}}'), "more than once"),
+    "entry not an object": (file_bytes({"w": [1, 2]}), "must be an object with dtype"),
+    "unknown dtype": (file_bytes({"w": entry(dtype="F8_E4M3")}), "unknown dtype 'F8_E4M3'"),
+    "negative dimension": (file_bytes({"w": entry(shape=(-2,))}), "non-negative integers"),
+    "end past the data": (file_bytes({"w": entry(offsets=(0, 16))}),
+                          r"data_offsets \[0, 16\] are out of range"),
+    "begin after end": (file_bytes({"w": entry(offsets=(8, 0))}), "out of range"),
+    "size disagrees with shape": (file_bytes({"w": entry(shape=(3,))}), "needs 12 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_safetensors_rejects_bad_files(tmp_path, case):
+    contents, message = BAD_FILES[case]
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(contents)
+    with pytest.raises(SafetensorsError, match=message) as error:
+        read_safetensors(path)
+    assert str(path) in str(error.value)
+
+
+def test_safetensors_truncated_data_is_caught(tmp_path):
+    full = write_arrays(tmp_path / "full.safetensors", {"w": np.arange(6, dtype=np.float32)})
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(full.read_bytes()[:-4])
+    with pytest.raises(SafetensorsError, match="is the file truncated"):
+        read_safetensors(cut)
+
+
+# ---- WordPiece tokenizer ------------------------------------------------------------
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "cafe",
+         "the", "!", ",", "'", "t", "don", "北", "京", "a", "##a", "run", "##ning", "$", "5"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return WordPieceTokenizer(VOCAB, max_length=8)
+
+
+def ids_of(*tokens):
+    return [VOCAB.index(t) for t in tokens]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("Café, THE!", ["cafe", ",", "the", "!"]),                # accents, case, punctuation
+    ("don't", ["don", "'", "t"]),
+    ("北京the", ["北", "京", "the"]),                          # each ideograph is a word
+    ("a\tb\u00a0c\u3000d\ne", ["a", "b", "c", "d", "e"]),       # every kind of whitespace
+    ("a\u200bb\x00c\ufffdd\x07e", ["abcde"]),                 # control characters dropped
+    ("$5+x^2`y`", ["$", "5", "+", "x", "^", "2", "`", "y", "`"]),  # ASCII symbols split
+    ("ΟΔΟΣ", ["οδοσ"]),                                        # no final-sigma rule
+    ("", []),
+])
+def test_basic_tokenize(text, words):
+    assert basic_tokenize(text) == words
+
+
+def test_basic_tokenize_can_keep_case_and_accents():
+    assert basic_tokenize("Café Ü", lowercase=False) == ["Café", "Ü"]
+
+
+@pytest.mark.parametrize("text, pieces", [
+    ("unaffable", ["un", "##aff", "##able"]),                # ## continuations
+    ("Running", ["run", "##ning"]),
+    ("aaa", ["a", "##a", "##a"]),
+    ("unknown words", ["[UNK]", "[UNK]"]),                     # no piece fits: whole word
+    ("unaffablex", ["[UNK]"]),                                 # a dead end late in the word
+    ("a" * 101, ["[UNK]"]),                                    # over 100 characters
+    ("the [MASK]!", ["the", "[MASK]", "!"]),                   # special tokens kept whole
+])
+def test_wordpiece(tokenizer, text, pieces):
+    assert tokenizer.tokenize(text) == pieces
+
+
+def test_encode_frames_and_truncates(tokenizer):
+    assert tokenizer.encode("") == ids_of("[CLS]", "[SEP]")
+    assert tokenizer.encode("the cafe") == ids_of("[CLS]", "the", "cafe", "[SEP]")
+    long = tokenizer.encode("the " * 20)
+    assert long == ids_of("[CLS]", *["the"] * 6, "[SEP]")  # max_length=8 in all
+
+
+def test_batch_pads_right_with_a_mask(tokenizer):
+    ids, mask = tokenizer.batch(["the cafe", "", "unaffable !"])
+    assert ids.dtype == np.int64 and mask.dtype == bool and ids.shape == (3, 6)
+    np.testing.assert_array_equal(ids[1], ids_of("[CLS]", "[SEP]", *["[PAD]"] * 4))
+    np.testing.assert_array_equal(mask.sum(axis=1), [4, 2, 6])
+    assert not mask[0, 4:].any() and (ids[~mask] == 0).all()
+
+
+@given(text=st.text(max_size=60))
+def test_any_text_gives_framed_ids_in_range(tokenizer, text):
+    ids = tokenizer.encode(text)
+    assert ids[0] == VOCAB.index("[CLS]") and ids[-1] == VOCAB.index("[SEP]")
+    assert 2 <= len(ids) <= 8 and all(0 <= i < len(VOCAB) for i in ids)
+    for word in basic_tokenize(text):
+        assert word and not any(c.isspace() for c in word)
+
+
+def test_tokenizer_errors():
+    with pytest.raises(ValueError, match=r"lacks the special tokens \['\[SEP\]'\]"):
+        WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]"])
+    with pytest.raises(ValueError, match="max_length must be at least 2"):
+        WordPieceTokenizer(VOCAB, max_length=1)
+    with pytest.raises(TypeError, match="text must be a str, got bytes"):
+        WordPieceTokenizer(VOCAB).encode(b"the")
