@@ -4,6 +4,7 @@ Read it in this order: backend -> autograd -> ops -> functional -> masks -> nn -
 optim -> training, decoding and demos.
 """
 from . import ops
+from . import functional, masks
 from .autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
 from .backend import (DeviceError, get_backend, gpu_available, manual_seed,
                       set_backend)

@@ -1,0 +1,75 @@
+"""Attention masks: which keys each query may attend to.
+
+Every mask here is a boolean backend array (NumPy or CuPy, not a Tensor: masks are not
+differentiated) in which **True means "may attend"**, shaped to broadcast against
+attention scores (B, H, Lq, Lk). That is the convention of
+``torch.nn.functional.scaled_dot_product_attention``; ``torch.nn.MultiheadAttention``'s
+boolean masks mean the opposite (True = blocked), a classic source of silent bugs.
+Combine masks with ``combine_masks`` (or ``&``); invert one with ``~``.
+"""
+from . import backend
+from .autograd import Tensor
+
+
+def _as_array(value):
+    """A Tensor's data, an array as it is, a nested list as an array on the current backend."""
+    data = value.data if isinstance(value, Tensor) else value
+    return data if backend.is_array(data) else backend.xp().asarray(data)
+
+
+def padding_mask(ids, pad_id):
+    """Keys that are real tokens: ids (B, L) integers -> (B, 1, 1, L), False at ``pad_id``.
+
+    ``ids`` may be a Tensor, an array or a nested list; the mask is on its device."""
+    ids = _as_array(ids)
+    if ids.ndim != 2 or ids.dtype.kind not in "iu":
+        raise ValueError(f"padding_mask: ids must be a 2-D integer array (B, L), got shape "
+                         f"{ids.shape} and dtype {ids.dtype}")
+    if not isinstance(pad_id, int):
+        raise TypeError(f"padding_mask: pad_id must be an int, got {pad_id!r}")
+    return (ids != pad_id)[:, None, None, :]
+
+
+def causal_mask(q_len, k_len=None, device=None):
+    """Each query may attend to its own and earlier positions: (1, 1, q_len, k_len).
+
+    The queries are the last ``q_len`` of ``k_len`` positions (default ``k_len = q_len``):
+    with a cache of earlier keys during incremental decoding, query i sits at position
+    k_len - q_len + i and sees keys 0 .. k_len - q_len + i. ``device``: "cpu" or "gpu"
+    (default: the current backend's)."""
+    k_len = q_len if k_len is None else k_len
+    for name, n in (("q_len", q_len), ("k_len", k_len)):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"causal_mask: {name} must be a positive int, got {n!r}")
+    if q_len > k_len:
+        raise ValueError(f"causal_mask: q_len={q_len} exceeds k_len={k_len}; the queries "
+                         "must be the last q_len of the k_len positions")
+    xp = backend.xp(device)
+    allowed = xp.tri(q_len, k_len, k=k_len - q_len, dtype=bool)
+    return allowed[None, None]
+
+
+def combine_masks(*masks):
+    """The logical and of ``masks`` (each boolean, True = may attend), broadcast together.
+    ``None`` entries mean "no restriction" and are skipped; all None gives None."""
+    arrays = []
+    for i, m in enumerate(masks):
+        if m is None:
+            continue
+        m = _as_array(m)
+        if m.dtype != bool:
+            raise TypeError(f"combine_masks: mask {i} has dtype {m.dtype}, expected bool "
+                            "(True = may attend)")
+        arrays.append(m)
+    if not arrays:
+        return None
+    try:
+        backend.host.broadcast_shapes(*(m.shape for m in arrays))
+    except ValueError:
+        shapes = ", ".join(str(m.shape) for m in arrays)
+        raise ValueError(f"combine_masks: mask shapes {shapes} do not broadcast "
+                         "together") from None
+    combined = arrays[0]
+    for m in arrays[1:]:
+        combined = combined & m
+    return combined
