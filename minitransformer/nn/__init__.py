@@ -1,2 +1,12 @@
-"""Neural-network modules, built on ``minitransformer.functional``."""
+"""Neural-network modules, built on ``minitransformer.functional``.
+
+Read in this order: module (containers) -> layers -> attention -> transformer (blocks)
+-> models (whole networks).
+"""
+from .attention import AttentionCache, KVCache, MultiHeadAttention
+from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
+                     SinusoidalPositionalEncoding)
+from .models import (GPT, EncoderClassifier, EncoderClassifierConfig, GPTConfig,
+                     Transformer, TransformerConfig)
 from .module import Module, ModuleList, Parameter
+from .transformer import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward

@@ -1,0 +1,148 @@
+"""Multi-head attention, and the key/value cache for incremental decoding.
+
+All heads are computed at once: a (B, L, D) projection is viewed as (B, L, H, D/H) and
+transposed to (B, H, L, D/H), so one batched matmul inside
+``functional.scaled_dot_product_attention`` serves every head -- no loop over heads.
+
+Masks are boolean, True = may attend, broadcastable to (B, H, Lq, Lk). (This is the
+convention of ``torch.nn.functional.scaled_dot_product_attention``;
+``torch.nn.MultiheadAttention`` uses the opposite one, True = blocked.)
+"""
+from .. import functional as F
+from ..ops import concatenate
+from .checks import check_device, check_features, check_mask
+from .layers import Linear
+from .module import Module
+
+
+class AttentionCache:
+    """The keys and values, (B, H, L, D/H) each, that one attention sub-layer has
+    computed so far while a decoder generates one token at a time.
+
+    Self-attention appends the keys and values of each step's new positions, so a step
+    costs O(L) instead of recomputing all L positions. Cross-attention (``static=True``)
+    attends to a fixed encoder memory: its keys and values are computed on the first
+    step and reused on every later one.
+    """
+
+    def __init__(self, static=False):
+        self.static = static
+        self.keys = self.values = None
+
+    def __len__(self):
+        """The number of positions cached."""
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def update(self, keys, values):
+        """Store the new keys and values; return all of them."""
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = concatenate([self.keys, keys], axis=2)
+            self.values = concatenate([self.values, values], axis=2)
+        return self.keys, self.values
+
+    def select(self, batch_indices):
+        """Keep (and reorder, repeat) the batch rows ``batch_indices``, e.g. for beam search."""
+        if self.keys is not None:
+            self.keys, self.values = self.keys[batch_indices], self.values[batch_indices]
+
+
+class KVCache:
+    """What a decoder keeps between decoding steps: for each layer, an ``AttentionCache``
+    for its self-attention and, in an encoder-decoder model, one for its cross-attention.
+
+    Make a fresh one per batch to decode (``model.new_cache()``), pass it to every step,
+    and feed each step only the new tokens; ``len(cache)`` is the number of positions
+    decoded so far.
+    """
+
+    def __init__(self, num_layers, cross_attention=False):
+        self.self_attention = [AttentionCache() for _ in range(num_layers)]
+        self.cross_attention = [AttentionCache(static=True) if cross_attention else None
+                                for _ in range(num_layers)]
+
+    def __len__(self):
+        return len(self.self_attention[0])
+
+    def select(self, batch_indices):
+        """Keep (and reorder, repeat) the batch rows ``batch_indices`` in every layer."""
+        for cache in self.self_attention + self.cross_attention:
+            if cache is not None:
+                cache.select(batch_indices)
+
+
+class MultiHeadAttention(Module):
+    """Attention with ``num_heads`` heads of size d_model / num_heads.
+
+    forward(query (B, Lq, D), key (B, Lk, D), value (B, Lk, D), mask=None, cache=None)
+    -> (B, Lq, D). Self-attention passes the same tensor three times; cross-attention
+    passes the decoder states as query and the encoder memory as key and value.
+
+    ``mask``: boolean, True = may attend, broadcastable to (B, H, Lq, Lk). A query that
+    may attend to nothing gets a zero output, not NaN.
+    ``cache``: an ``AttentionCache``. Self-attention appends this call's keys and values
+    to it and attends over all of them; a static (cross-attention) cache computes them
+    from ``key``/``value`` once and then ignores those arguments.
+    ``dropout`` is applied to the attention weights while training.
+
+    After each call ``attention_weights`` holds the weights (B, H, Lq, Lk) as a Tensor
+    without a graph, for visualisation.
+    """
+
+    def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
+        if not isinstance(num_heads, int) or num_heads <= 0 or d_model % num_heads:
+            raise ValueError(f"MultiHeadAttention: num_heads={num_heads!r} must be a positive "
+                             f"integer dividing d_model={d_model}")
+        self.d_model, self.num_heads, self.dropout = d_model, num_heads, dropout
+        self.head_dim = d_model // num_heads
+        self.w_q = Linear(d_model, d_model, bias)
+        self.w_k = Linear(d_model, d_model, bias)
+        self.w_v = Linear(d_model, d_model, bias)
+        self.w_o = Linear(d_model, d_model, bias)
+        self.attention_weights = None
+
+    def forward(self, query, key, value, mask=None, cache=None):
+        self._check_inputs(query, key, value, cache)
+        q = self._split_heads(self.w_q(query))
+        if cache is not None and cache.static and cache.keys is not None:
+            k, v = cache.keys, cache.values
+        else:
+            k, v = self._split_heads(self.w_k(key)), self._split_heads(self.w_v(value))
+            if cache is not None:
+                k, v = cache.update(k, v)
+        batch, lq = query.shape[:2]
+        mask = check_mask("MultiHeadAttention", "mask", mask,
+                          (batch, self.num_heads, lq, k.shape[2]), self.w_q.weight.device)
+        out, weights = F.scaled_dot_product_attention(
+            q, k, v, mask, dropout_p=self.dropout, training=self.training)
+        self.attention_weights = weights  # already without a graph
+        return self.w_o(self._merge_heads(out))
+
+    def _split_heads(self, x):
+        """(B, L, D) -> (B, H, L, D/H): a view and a transpose, no copy."""
+        batch, length = x.shape[:2]
+        return x.reshape(batch, length, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def _merge_heads(self, x):
+        """(B, H, L, D/H) -> (B, L, D), the inverse of ``_split_heads``."""
+        batch, _, length, _ = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(batch, length, self.d_model)
+
+    def _check_inputs(self, query, key, value, cache):
+        device = self.w_q.weight.device
+        uses_key_value = cache is None or not cache.static or cache.keys is None
+        named = [("query", query)] + (
+            [("key", key), ("value", value)] if uses_key_value else [])
+        for name, x in named:
+            check_features("MultiHeadAttention", name, x, self.d_model)
+            check_device("MultiHeadAttention", name, x, device)
+            if x.shape[0] != query.shape[0]:
+                raise ValueError(f"MultiHeadAttention: {name} has batch size {x.shape[0]}, "
+                                 f"but query has {query.shape[0]}")
+        if uses_key_value and key.shape[1] != value.shape[1]:
+            raise ValueError(f"MultiHeadAttention: key has length {key.shape[1]} but value "
+                             f"has {value.shape[1]}; they must match")
+
+    def extra_repr(self):
+        return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}"

@@ -1,0 +1,63 @@
+"""Argument checks shared by the layers and models, so that a wrong shape, dtype or
+device fails at the public entry point with a message naming the argument, what was
+expected and what was given -- not deep inside a matmul."""
+from .. import backend
+from ..autograd import Tensor
+
+
+def check_features(owner, name, x, size, size_name="d_model"):
+    """``x`` must be a (B, L, size) Tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{owner}: {name} must be a Tensor, got {type(x).__name__}")
+    if x.ndim != 3:
+        raise ValueError(f"{owner}: {name} has shape {x.shape}, expected (B, L, {size_name})")
+    if x.shape[-1] != size:
+        raise ValueError(f"{owner}: {name} has last dim {x.shape[-1]}, expected "
+                         f"{size_name}={size}")
+
+
+def check_device(owner, name, x, device):
+    """``x`` must live on the module's ``device``."""
+    if x.device != device:
+        raise backend.DeviceError(
+            f"{owner}: {name} is on {x.device!r} but the parameters are on {device!r}; "
+            f"move one of them with .to({device!r}) or .to({x.device!r})")
+
+
+def check_mask(owner, name, mask, shape, device):
+    """``mask`` must be None or a boolean array/Tensor on ``device``, broadcastable to
+    ``shape`` (B, H, Lq, Lk). Returns the mask as an array (or None)."""
+    if mask is None:
+        return None
+    data = mask.data if isinstance(mask, Tensor) else mask
+    if not backend.is_array(data) or data.dtype != bool:
+        given = getattr(data, "dtype", type(data).__name__)
+        raise TypeError(f"{owner}: {name} must be a boolean array (True = may attend), "
+                        f"got {given}")
+    if data.ndim > len(shape) or any(
+            m not in (1, n) for m, n in zip(reversed(data.shape), reversed(shape))):
+        raise ValueError(f"{owner}: {name} has shape {data.shape}, expected a shape "
+                         f"broadcastable to (B, H, Lq, Lk) = {shape}")
+    if backend.device_of(data) != device:
+        raise backend.DeviceError(f"{owner}: {name} is on {backend.device_of(data)!r} but the "
+                                  f"parameters are on {device!r}; build it on {device!r}")
+    return data
+
+
+def check_ids(owner, name, ids, vocab_size, device):
+    """``ids`` must be a (B, L) integer Tensor or array on ``device`` with values in
+    [0, vocab_size). Returns it as an array."""
+    data = ids.data if isinstance(ids, Tensor) else ids
+    if not backend.is_array(data) or data.dtype.kind not in "iu":
+        given = getattr(data, "dtype", type(data).__name__)
+        raise TypeError(f"{owner}: {name} must be integer token ids, got {given}")
+    if data.ndim != 2:
+        raise ValueError(f"{owner}: {name} has shape {data.shape}, expected (B, L)")
+    if backend.device_of(data) != device:
+        raise backend.DeviceError(f"{owner}: {name} is on {backend.device_of(data)!r} but the "
+                                  f"parameters are on {device!r}; move it with .to({device!r})")
+    if data.size and (data.min() < 0 or data.max() >= vocab_size):
+        bad = int(data.min()) if data.min() < 0 else int(data.max())
+        raise ValueError(f"{owner}: {name} contains id {bad}, outside the vocabulary "
+                         f"[0, {vocab_size})")
+    return data

@@ -1,0 +1,190 @@
+"""The basic layers: Linear, Embedding, LayerNorm, Dropout and positional encodings.
+
+Each is a thin ``Module`` around one fused function of ``minitransformer.functional``:
+the module owns the parameters, the function does the math (forward and backward).
+
+Parameters are drawn on the CPU, from ``backend.rng("cpu")``, and then moved to the
+current backend, so ``mt.manual_seed(s)`` gives the same initial weights on NumPy and CuPy.
+"""
+import math
+
+from .. import backend
+from .. import functional as F
+from ..autograd import Tensor
+from ..ops import where
+from .module import Module, Parameter
+
+
+def _parameter(host_array):
+    """A float32 parameter on the current backend, made from a host array."""
+    data = host_array.astype(backend.DEFAULT_DTYPE)
+    return Parameter(backend.to_device(data, backend.default_device()))
+
+
+def _uniform(bound, shape):
+    return _parameter(backend.rng("cpu").uniform(-bound, bound, shape))
+
+
+def _normal(std, shape):
+    return _parameter(backend.rng("cpu").normal(0.0, std, shape))
+
+
+def _constant(value, shape):
+    return _parameter(backend.host.full(shape, value))
+
+
+def _check_positive(owner, **sizes):
+    for name, size in sizes.items():
+        if not isinstance(size, int) or size <= 0:
+            raise ValueError(f"{owner}: {name} must be a positive integer, got {size!r}")
+
+
+class Linear(Module):
+    """y = x Wᵀ + b. x (..., in_features) -> (..., out_features).
+
+    ``weight`` is (out_features, in_features), as in PyTorch, and both weight and bias
+    start as U(-1/sqrt(in_features), 1/sqrt(in_features)), PyTorch's default.
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        _check_positive("Linear", in_features=in_features, out_features=out_features)
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1 / math.sqrt(in_features)
+        self.weight = _uniform(bound, (out_features, in_features))
+        self.bias = _uniform(bound, (out_features,)) if bias else None
+
+    def forward(self, x):
+        if x.shape[-1:] != (self.in_features,):
+            raise ValueError(f"Linear: input has shape {x.shape}, expected last dim "
+                             f"in_features={self.in_features}")
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Embedding(Module):
+    """A lookup table: integer ids (any shape) -> vectors (*ids.shape, dim).
+
+    ``weight`` is (num_embeddings, dim), drawn from N(0, std²) (PyTorch: std=1). With
+    ``padding_idx``, that row starts at zero and receives no gradient, so it stays as it
+    is (PyTorch's rule).
+    """
+
+    def __init__(self, num_embeddings, dim, padding_idx=None, std=1.0):
+        _check_positive("Embedding", num_embeddings=num_embeddings, dim=dim)
+        if padding_idx is not None and not 0 <= padding_idx < num_embeddings:
+            raise ValueError(f"Embedding: padding_idx must be in [0, {num_embeddings}), "
+                             f"got {padding_idx}")
+        self.num_embeddings, self.dim, self.padding_idx = num_embeddings, dim, padding_idx
+        table = backend.rng("cpu").normal(0.0, std, (num_embeddings, dim))
+        if padding_idx is not None:
+            table[padding_idx] = 0.0
+        self.weight = _parameter(table)
+
+    def forward(self, ids):
+        out = F.embedding(ids, self.weight)
+        if self.padding_idx is None:
+            return out
+        # Put the padding row back as a constant: same values, but no gradient reaches it.
+        ids = ids.data if isinstance(ids, Tensor) else ids
+        is_pad = (ids == self.padding_idx)[..., None]
+        return where(is_pad, self.weight.data[self.padding_idx], out)
+
+    def extra_repr(self):
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.dim}{pad}"
+
+
+class LayerNorm(Module):
+    """Normalise the last axis to zero mean and unit variance, then scale and shift.
+    x (..., dim) -> (..., dim); ``weight`` starts at ones, ``bias`` at zeros."""
+
+    def __init__(self, dim, eps=1e-5):
+        _check_positive("LayerNorm", dim=dim)
+        self.dim, self.eps = dim, eps
+        self.weight = _constant(1.0, (dim,))
+        self.bias = _constant(0.0, (dim,))
+
+    def forward(self, x):
+        if x.shape[-1:] != (self.dim,):
+            raise ValueError(f"LayerNorm: input has shape {x.shape}, expected last dim "
+                             f"dim={self.dim}")
+        return F.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Zero each element with probability ``p`` while training, scaling the rest by
+    1/(1-p) (inverted dropout); the identity in eval mode."""
+
+    def __init__(self, p=0.1):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+def _check_positions(owner, x, start, max_len):
+    if x.ndim != 3:
+        raise ValueError(f"{owner}: input has shape {x.shape}, expected (B, L, D)")
+    if start < 0 or start + x.shape[1] > max_len:
+        raise ValueError(f"{owner}: positions {start}..{start + x.shape[1] - 1} requested, "
+                         f"but max_len={max_len}; build it with a larger max_len")
+
+
+class SinusoidalPositionalEncoding(Module):
+    """Add the fixed sinusoids of "Attention Is All You Need": for position p and pair i,
+    PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(p / 10000^(2i/dim)).
+
+    forward(x (B, L, D), start=0) -> x + PE[start:start+L]. ``start`` is the position of
+    the first token, for incremental decoding. The table is a buffer: it moves with the
+    module but is neither trained nor saved.
+    """
+
+    def __init__(self, dim, max_len=5000):
+        _check_positive("SinusoidalPositionalEncoding", dim=dim, max_len=max_len)
+        host = backend.host
+        position = host.arange(max_len)[:, None]
+        frequency = host.exp(host.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+        table = host.zeros((max_len, dim))
+        table[:, 0::2] = host.sin(position * frequency)
+        table[:, 1::2] = host.cos(position * frequency[: dim // 2])
+        self.dim, self.max_len = dim, max_len
+        self.table = Tensor(backend.to_device(table.astype(backend.DEFAULT_DTYPE),
+                                              backend.default_device()))
+
+    def forward(self, x, start=0):
+        _check_positions("SinusoidalPositionalEncoding", x, start, self.max_len)
+        return x + self.table.data[start:start + x.shape[1]]
+
+    def extra_repr(self):
+        return f"{self.dim}, max_len={self.max_len}"
+
+
+class LearnedPositionalEmbedding(Module):
+    """Add a trained vector per position (GPT, BERT). ``weight`` is (max_len, dim).
+
+    forward(x (B, L, D), start=0) -> x + weight[start:start+L].
+    """
+
+    def __init__(self, max_len, dim, std=0.02):
+        _check_positive("LearnedPositionalEmbedding", max_len=max_len, dim=dim)
+        self.max_len, self.dim = max_len, dim
+        self.weight = _normal(std, (max_len, dim))
+
+    def forward(self, x, start=0):
+        _check_positions("LearnedPositionalEmbedding", x, start, self.max_len)
+        positions = backend.xp(self.weight.device).arange(start, start + x.shape[1])
+        return x + F.embedding(positions, self.weight)
+
+    def extra_repr(self):
+        return f"{self.max_len}, {self.dim}"

@@ -1,0 +1,315 @@
+"""Three whole models, each configured by a small dataclass (the nanoGPT style):
+
+  Transformer        the encoder-decoder of "Attention Is All You Need" (translation,
+                     the copy task), post-LN by default.
+  GPT                a decoder-only language model: causal, pre-LN, learned positions,
+                     output layer tied to the token embedding.
+  EncoderClassifier  a BERT-style encoder: word + position + token-type embeddings,
+                     post-LN, exact GELU, a [CLS] pooler and a classification head;
+                     configurable to hold a real BERT such as all-MiniLM-L6-v2.
+
+Token ids are integer (B, L) arrays or Tensors on the model's device (or Python lists).
+Attention masks are boolean, True = may attend, broadcastable to (B, H, Lq, Lk); the
+models build them from ``pad_id`` (padding) and causality when none is given.
+"""
+import math
+from dataclasses import dataclass
+
+from .. import backend
+from ..autograd import Tensor
+from ..masks import causal_mask, combine_masks, padding_mask
+from .attention import KVCache
+from .checks import check_device, check_features, check_ids, check_mask
+from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
+                     SinusoidalPositionalEncoding)
+from .module import Module, ModuleList
+from .transformer import Decoder, Encoder, EncoderLayer
+
+
+def _ids(owner, name, ids, vocab_size, device):
+    """Token ids as a checked (B, L) integer array on ``device``; lists are converted."""
+    if isinstance(ids, (list, tuple)):
+        ids = backend.to_device(backend.host.asarray(ids), device)
+    return check_ids(owner, name, ids, vocab_size, device)
+
+
+@dataclass
+class TransformerConfig:
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 512
+    num_heads: int = 8
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    d_ff: int = 2048
+    dropout: float = 0.1
+    activation: str = "relu"
+    norm_first: bool = False
+    layer_norm_eps: float = 1e-5
+    max_len: int = 5000
+    pad_id: int | None = 0            # None: no padding mask
+    tie_output_embedding: bool = True  # generator.weight is tgt_embedding.weight
+    share_embeddings: bool = False     # one table for source and target (joint vocabulary)
+
+
+class Transformer(Module):
+    """The encoder-decoder Transformer. forward(src (B, Ls), tgt (B, Lt), src_mask=None,
+    tgt_mask=None) -> logits (B, Lt, tgt_vocab_size).
+
+    Embeddings are scaled by sqrt(d_model) and start as N(0, 1/d_model), so the sum with
+    the sinusoidal positions has unit scale and a tied output layer starts with small
+    logits. ``src_mask`` is a key mask broadcastable to (B, H, 1, Ls), by default
+    ``source_mask(src)``; ``tgt_mask`` broadcasts to (B, H, Lt, Lt), by default
+    ``target_mask(tgt)`` (causal and padding).
+
+    Decoding: ``memory = encode(src, src_mask)`` once, then ``decode(memory, tgt, src_mask,
+    cache=cache)`` per step with ``cache = new_cache()`` and only the new target tokens.
+    """
+
+    def __init__(self, config):
+        c = self.config = config
+        if c.share_embeddings and c.src_vocab_size != c.tgt_vocab_size:
+            raise ValueError(f"Transformer: share_embeddings needs src_vocab_size == "
+                             f"tgt_vocab_size, got {c.src_vocab_size} and {c.tgt_vocab_size}")
+        std = c.d_model ** -0.5
+        self.src_embedding = Embedding(c.src_vocab_size, c.d_model, std=std)
+        self.tgt_embedding = (self.src_embedding if c.share_embeddings else
+                              Embedding(c.tgt_vocab_size, c.d_model, std=std))
+        self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len)
+        self.dropout = Dropout(c.dropout)
+        stack = (c.d_model, c.num_heads, c.d_ff, c.dropout, c.activation, c.norm_first,
+                 c.layer_norm_eps)
+        self.encoder = Encoder(c.num_encoder_layers, *stack)
+        self.decoder = Decoder(c.num_decoder_layers, *stack)
+        self.generator = Linear(c.d_model, c.tgt_vocab_size)
+        if c.tie_output_embedding:
+            self.generator.weight = self.tgt_embedding.weight
+
+    def forward(self, src, tgt, src_mask=None, tgt_mask=None):
+        src = _ids("Transformer", "src", src, self.config.src_vocab_size, self._device)
+        if src_mask is None:
+            src_mask = self.source_mask(src)
+        return self.decode(self.encode(src, src_mask), tgt, src_mask, tgt_mask)
+
+    def encode(self, src, src_mask=None):
+        """src (B, Ls) -> memory (B, Ls, d_model)."""
+        src = _ids("Transformer", "src", src, self.config.src_vocab_size, self._device)
+        if src_mask is None:
+            src_mask = self.source_mask(src)
+        src_mask = self._check_src_mask(src_mask, *src.shape)
+        x = self._embed(self.src_embedding, src, start=0)
+        return self.encoder(x, src_mask)
+
+    def decode(self, memory, tgt, src_mask=None, tgt_mask=None, cache=None):
+        """memory (B, Ls, D), tgt (B, Lt) -> logits (B, Lt, tgt_vocab_size).
+
+        With a ``cache`` (from ``new_cache()``), ``tgt`` holds only the positions after
+        the ``len(cache)`` already decoded, and the default ``tgt_mask`` is causal only.
+        ``src_mask`` should be the one the memory was encoded with.
+        """
+        c = self.config
+        tgt = _ids("Transformer", "tgt", tgt, c.tgt_vocab_size, self._device)
+        check_features("Transformer", "memory", memory, c.d_model)
+        check_device("Transformer", "memory", memory, self._device)
+        batch, length = tgt.shape
+        if memory.shape[0] != batch:
+            raise ValueError(f"Transformer: memory has batch size {memory.shape[0]} but tgt "
+                             f"has {batch}")
+        past = 0 if cache is None else len(cache)
+        if tgt_mask is None:
+            tgt_mask = self.target_mask(tgt, past)
+        tgt_mask = check_mask("Transformer", "tgt_mask", tgt_mask,
+                              (batch, c.num_heads, length, past + length), self._device)
+        src_mask = self._check_src_mask(src_mask, batch, memory.shape[1])
+        x = self._embed(self.tgt_embedding, tgt, start=past)
+        return self.generator(self.decoder(x, memory, tgt_mask, src_mask, cache))
+
+    def source_mask(self, src):
+        """The key padding mask (B, 1, 1, Ls) of ``src``, or None without a pad_id."""
+        return None if self.config.pad_id is None else padding_mask(src, self.config.pad_id)
+
+    def target_mask(self, tgt, past=0):
+        """Causal mask (1, 1, Lt, past + Lt) for ``tgt`` (B, Lt) that follows ``past``
+        cached positions, combined with its padding mask when there is no cache."""
+        length = tgt.shape[1]
+        causal = causal_mask(length, past + length, self._device)
+        if past or self.config.pad_id is None:
+            return causal
+        return combine_masks(padding_mask(tgt, self.config.pad_id), causal)
+
+    def new_cache(self):
+        """An empty ``KVCache`` for incremental decoding with ``decode``."""
+        return KVCache(self.config.num_decoder_layers, cross_attention=True)
+
+    @property
+    def _device(self):
+        return self.generator.weight.device
+
+    def _embed(self, embedding, ids, start):
+        x = embedding(ids) * math.sqrt(self.config.d_model)
+        return self.dropout(self.positions(x, start))
+
+    def _check_src_mask(self, src_mask, batch, src_len):
+        # One mask serves the encoder's self-attention and the decoder's cross-attention,
+        # so it must be a key mask: the same for every query.
+        return check_mask("Transformer", "src_mask", src_mask,
+                          (batch, self.config.num_heads, 1, src_len), self._device)
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    max_len: int = 256            # the context length (nanoGPT's block_size)
+    d_model: int = 384
+    num_heads: int = 6
+    num_layers: int = 6
+    d_ff: int | None = None       # default 4 * d_model
+    dropout: float = 0.1
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    tie_weights: bool = True      # lm_head.weight is token_embedding.weight
+
+
+class GPT(Module):
+    """A decoder-only language model. forward(ids (B, L), cache=None) -> logits (B, L, V).
+
+    Each block is a pre-LN ``EncoderLayer`` under a causal mask; a final LayerNorm and a
+    bias-free output layer (tied to the token embedding) follow. Embeddings start as
+    N(0, 0.02²), as in GPT-2. For generation, make ``cache = new_cache()`` and pass only
+    the new tokens at each step; positions continue from ``len(cache)``.
+    """
+
+    def __init__(self, config):
+        c = self.config = config
+        d_ff = c.d_ff or 4 * c.d_model
+        self.token_embedding = Embedding(c.vocab_size, c.d_model, std=0.02)
+        self.position_embedding = LearnedPositionalEmbedding(c.max_len, c.d_model)
+        self.dropout = Dropout(c.dropout)
+        self.blocks = ModuleList(
+            EncoderLayer(c.d_model, c.num_heads, d_ff, c.dropout, c.activation,
+                         norm_first=True, layer_norm_eps=c.layer_norm_eps)
+            for _ in range(c.num_layers))
+        self.final_norm = LayerNorm(c.d_model, c.layer_norm_eps)
+        self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
+        if c.tie_weights:
+            self.lm_head.weight = self.token_embedding.weight
+
+    def forward(self, ids, cache=None):
+        c = self.config
+        ids = _ids("GPT", "ids", ids, c.vocab_size, self.lm_head.weight.device)
+        past, length = (0 if cache is None else len(cache)), ids.shape[1]
+        if past + length > c.max_len:
+            raise ValueError(f"GPT: {past} cached + {length} new positions exceed "
+                             f"max_len={c.max_len}; crop the context to the last "
+                             f"{c.max_len} tokens")
+        x = self.dropout(self.position_embedding(self.token_embedding(ids), start=past))
+        mask = causal_mask(length, past + length, self.lm_head.weight.device)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, None if cache is None else cache.self_attention[i])
+        return self.lm_head(self.final_norm(x))
+
+    def new_cache(self):
+        """An empty ``KVCache`` for incremental generation."""
+        return KVCache(self.config.num_layers)
+
+
+@dataclass
+class EncoderClassifierConfig:
+    vocab_size: int
+    max_len: int = 512
+    type_vocab_size: int = 2          # segment (sentence A/B) ids; 0: no such embedding
+    d_model: int = 256
+    num_heads: int = 4
+    num_layers: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    pad_id: int | None = 0            # the default attention mask hides these ids
+    num_classes: int | None = 2       # None: no classification head (an encoder only)
+
+
+class EncoderClassifier(Module):
+    """A BERT-style encoder with a classification head.
+
+    encode(ids (B, L), attention_mask=None, token_type_ids=None) -> hidden (B, L, D);
+    pool(hidden) -> tanh(pooler(hidden[:, 0])) (B, D), the [CLS] summary;
+    forward(ids, attention_mask=None, token_type_ids=None) -> logits (B, num_classes).
+
+    ``attention_mask`` (B, L) is Hugging Face's: nonzero/True for real tokens, 0 for
+    padding; by default the tokens equal to ``pad_id`` are hidden. Embeddings are summed
+    (word + position + token type), normalised and passed through post-LN layers; there
+    is no sqrt(d_model) scaling.
+
+    Parameter names, and the Hugging Face ``BertModel`` names they hold (layer i):
+      token_embedding.weight         embeddings.word_embeddings.weight
+      position_embedding.weight      embeddings.position_embeddings.weight
+      token_type_embedding.weight    embeddings.token_type_embeddings.weight
+      embedding_norm.{weight,bias}   embeddings.LayerNorm.{weight,bias}
+      encoder.layers.i.self_attn.w_q.*   encoder.layer.i.attention.self.query.*
+      encoder.layers.i.self_attn.w_k.*   encoder.layer.i.attention.self.key.*
+      encoder.layers.i.self_attn.w_v.*   encoder.layer.i.attention.self.value.*
+      encoder.layers.i.self_attn.w_o.*   encoder.layer.i.attention.output.dense.*
+      encoder.layers.i.norm1.*           encoder.layer.i.attention.output.LayerNorm.*
+      encoder.layers.i.feed_forward.linear1.*  encoder.layer.i.intermediate.dense.*
+      encoder.layers.i.feed_forward.linear2.*  encoder.layer.i.output.dense.*
+      encoder.layers.i.norm2.*           encoder.layer.i.output.LayerNorm.*
+      pooler.{weight,bias}           pooler.dense.{weight,bias}
+      classifier.{weight,bias}       classifier.* (BertForSequenceClassification)
+    Both use (out_features, in_features) Linear weights, so no transposes are needed.
+    """
+
+    def __init__(self, config):
+        c = self.config = config
+        self.token_embedding = Embedding(c.vocab_size, c.d_model, std=0.02)
+        self.position_embedding = LearnedPositionalEmbedding(c.max_len, c.d_model)
+        self.token_type_embedding = (Embedding(c.type_vocab_size, c.d_model, std=0.02)
+                                     if c.type_vocab_size else None)
+        self.embedding_norm = LayerNorm(c.d_model, c.layer_norm_eps)
+        self.dropout = Dropout(c.dropout)
+        self.encoder = Encoder(c.num_layers, c.d_model, c.num_heads, c.d_ff, c.dropout,
+                               c.activation, norm_first=False,
+                               layer_norm_eps=c.layer_norm_eps)
+        self.pooler = Linear(c.d_model, c.d_model)
+        self.classifier = Linear(c.d_model, c.num_classes) if c.num_classes else None
+
+    def encode(self, ids, attention_mask=None, token_type_ids=None):
+        c = self.config
+        device = self.pooler.weight.device
+        ids = _ids("EncoderClassifier", "ids", ids, c.vocab_size, device)
+        x = self.token_embedding(ids)
+        if self.token_type_embedding is not None:
+            if token_type_ids is None:
+                token_type_ids = backend.xp(device).zeros(ids.shape, dtype=ids.dtype)
+            token_type_ids = _ids("EncoderClassifier", "token_type_ids", token_type_ids,
+                                  c.type_vocab_size, device)
+            if token_type_ids.shape != ids.shape:
+                raise ValueError(f"EncoderClassifier: token_type_ids has shape "
+                                 f"{token_type_ids.shape}, expected ids' shape {ids.shape}")
+            x = x + self.token_type_embedding(token_type_ids)
+        x = self.dropout(self.embedding_norm(self.position_embedding(x)))
+        return self.encoder(x, self._key_mask(ids, attention_mask, device))
+
+    def pool(self, hidden):
+        """hidden (B, L, D) -> tanh(pooler(hidden[:, 0])) (B, D), as BERT's pooler."""
+        return self.pooler(hidden[:, 0]).tanh()
+
+    def forward(self, ids, attention_mask=None, token_type_ids=None):
+        if self.classifier is None:
+            raise ValueError("EncoderClassifier: built with num_classes=None, so it has no "
+                             "classification head; use encode() or pool()")
+        pooled = self.pool(self.encode(ids, attention_mask, token_type_ids))
+        return self.classifier(self.dropout(pooled))
+
+    def _key_mask(self, ids, attention_mask, device):
+        """The (B, 1, 1, L) boolean key mask from ``attention_mask`` or ``pad_id``."""
+        if attention_mask is None:
+            pad_id = self.config.pad_id
+            return None if pad_id is None else padding_mask(ids, pad_id)
+        data = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
+        if not backend.is_array(data) or data.shape != ids.shape:
+            raise ValueError(f"EncoderClassifier: attention_mask has shape "
+                             f"{getattr(data, 'shape', type(data).__name__)}, expected ids' "
+                             f"shape {ids.shape} (1 for tokens, 0 for padding)")
+        check_device("EncoderClassifier", "attention_mask", Tensor(data), device)
+        return (data != 0)[:, None, None, :]
