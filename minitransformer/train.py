@@ -1,0 +1,178 @@
+"""A small training loop, ``fit``, shared by every demo.
+
+One optimizer step, written out::
+
+    optimizer.lr = schedule(step)                      # if there is a schedule
+    model.zero_grad()
+    for each of the accumulate_steps micro-batches:
+        loss = loss_fn(model, next_batch)
+        (loss / accumulate_steps).backward()           # gradients add up over micro-batches
+    clip_grad_norm(model.parameters(), clip_norm)      # if clipping
+    optimizer.step()
+
+With a mean loss and equal micro-batches, k accumulated micro-batches give the same
+gradient as one batch k times as large, in the memory of a small one.
+"""
+import dataclasses
+import math
+import time
+
+from .autograd import Tensor, no_grad
+from .backend import manual_seed
+from .optim import clip_grad_norm
+
+
+@dataclasses.dataclass
+class History:
+    """What ``fit`` records, one entry per optimizer step (``evals``: per evaluation)."""
+    steps: list = dataclasses.field(default_factory=list)
+    losses: list = dataclasses.field(default_factory=list)  # mean over the micro-batches
+    lrs: list = dataclasses.field(default_factory=list)
+    grad_norms: list = dataclasses.field(default_factory=list)  # before clipping; if clipping
+    tokens: list = dataclasses.field(default_factory=list)
+    evals: list = dataclasses.field(default_factory=list)  # (step, what eval_fn returned)
+
+
+def count_tokens(batch):
+    """The default token count of a batch: the number of elements of its first array,
+    e.g. B * L for a batch ``(inputs, targets)`` of ``(B, L)`` token ids. Tuples, lists
+    and dicts are searched first item first; anything without a ``size`` counts 0."""
+    while isinstance(batch, (tuple, list, dict)) and batch:
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return int(getattr(batch, "size", 0))
+
+
+def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=None,
+        clip_norm=None, accumulate_steps=1, eval_fn=None, eval_every=None, log_every=100,
+        seed=None, count_tokens=count_tokens, callback=None):
+    """Train ``model`` for the optimizer steps ``start_step + 1, ..., steps``; returns a
+    ``History``.
+
+    batches:     an iterable of batches, or a function of no arguments returning the next
+                 one. A function that draws from ``backend.rng()`` resumes exactly from a
+                 checkpoint, since the checkpoint stores that generator's state.
+    loss_fn:     ``loss_fn(model, batch)`` -> a one-element loss Tensor.
+    schedule:    ``schedule(step)`` -> the learning rate for that step (see ``optim``).
+    clip_norm:   clip the global gradient norm to this (``optim.clip_grad_norm``).
+    accumulate_steps: micro-batches per optimizer step, each loss scaled by 1/k.
+    eval_fn:     ``eval_fn(model)`` -> anything (a float, a dict of metrics), run in eval
+                 mode without a graph every ``eval_every`` steps and after the last step.
+    log_every:   print a progress line every so many steps (0 or None: silent).
+    seed:        if given, ``manual_seed(seed)`` first, for a reproducible run.
+    start_step:  the step already done, when resuming from a checkpoint.
+    count_tokens: ``count_tokens(batch)`` -> tokens in the batch, for the tokens/s figure.
+    callback:    ``callback(step, history)`` after each step, e.g. to save a checkpoint.
+
+    A loss that is inf or nan stops training with a ``FloatingPointError`` naming the
+    step, before it reaches the parameters.
+    """
+    _check_arguments(steps, start_step, accumulate_steps, clip_norm, eval_every)
+    next_batch = _batch_function(batches)
+    if seed is not None:
+        manual_seed(seed)
+    model.train()
+    history = History()
+    tokens_since_log, last_log_time = 0, time.perf_counter()
+    for step in range(start_step + 1, steps + 1):
+        if schedule is not None:
+            optimizer.lr = schedule(step)
+        model.zero_grad()
+        loss, tokens = _accumulate_gradients(model, loss_fn, next_batch, step,
+                                             accumulate_steps, count_tokens)
+        if clip_norm is not None:
+            history.grad_norms.append(clip_grad_norm(model.parameters(), clip_norm))
+        optimizer.step()
+
+        history.steps.append(step)
+        history.losses.append(loss)
+        history.lrs.append(optimizer.lr)
+        history.tokens.append(tokens)
+        evaluated = eval_fn is not None and (step == steps or
+                                             (eval_every and step % eval_every == 0))
+        if evaluated:
+            model.eval()
+            with no_grad():
+                history.evals.append((step, eval_fn(model)))
+            model.train()
+        tokens_since_log += tokens
+        if log_every and (step % log_every == 0 or evaluated or step == steps):
+            elapsed = max(time.perf_counter() - last_log_time, 1e-9)
+            print(_progress_line(history, steps, tokens_since_log / elapsed, evaluated))
+            tokens_since_log, last_log_time = 0, time.perf_counter()
+        if callback is not None:
+            callback(step, history)
+    return history
+
+
+def _accumulate_gradients(model, loss_fn, next_batch, step, accumulate_steps, count_tokens):
+    """Forward and backward over ``accumulate_steps`` micro-batches; returns the mean loss
+    and the number of tokens seen."""
+    loss_sum, tokens = 0.0, 0
+    for micro in range(accumulate_steps):
+        where = f"step {step}" + (f" (micro-batch {micro + 1} of {accumulate_steps})"
+                                  if accumulate_steps > 1 else "")
+        try:
+            batch = next_batch()
+        except StopIteration:
+            raise RuntimeError(f"fit: the batches ran out at {where}; pass an endless "
+                               "iterable (e.g. itertools.cycle) or fewer steps") from None
+        loss = loss_fn(model, batch)
+        loss_sum += _finite_loss(loss, where, step)
+        tokens += count_tokens(batch)
+        (loss / accumulate_steps if accumulate_steps > 1 else loss).backward()
+    return loss_sum / accumulate_steps, tokens
+
+
+def _progress_line(history, steps, tokens_per_second, evaluated):
+    line = (f"step {history.steps[-1]:>{len(str(steps))}}/{steps} | "
+            f"loss {history.losses[-1]:.4f} | lr {history.lrs[-1]:.3e} | "
+            f"{tokens_per_second:,.0f} tok/s")
+    if evaluated:
+        result = history.evals[-1][1]
+        if isinstance(result, dict):
+            result = " ".join(f"{k} {_format(v)}" for k, v in result.items())
+        line += f" | eval {_format(result)}"
+    return line
+
+
+def _format(value):
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _finite_loss(loss, where, step):
+    """The loss as a float, after checking that it is a finite one-element Tensor."""
+    if not isinstance(loss, Tensor) or loss.size != 1:
+        what = f"shape {loss.shape}" if isinstance(loss, Tensor) else type(loss).__name__
+        raise TypeError(f"fit: loss_fn must return a one-element Tensor, got {what}")
+    value = loss.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"fit: the loss is {value} at {where}; the parameters are as after step "
+            f"{step - 1}. Try a lower learning rate, gradient clipping (clip_norm=1.0) or "
+            "a longer warmup")
+    return value
+
+
+def _batch_function(batches):
+    """A function of no arguments returning the next batch (raising StopIteration at
+    the end), from an iterable or from such a function."""
+    if callable(batches):
+        return batches
+    try:
+        return iter(batches).__next__
+    except TypeError:
+        raise TypeError(f"fit: batches must be an iterable of batches or a function "
+                        f"returning one, got {type(batches).__name__}") from None
+
+
+def _check_arguments(steps, start_step, accumulate_steps, clip_norm, eval_every):
+    for name, value, lowest in (("steps", steps, 1), ("start_step", start_step, 0),
+                                ("accumulate_steps", accumulate_steps, 1),
+                                ("eval_every", eval_every or 0, 0)):
+        if not isinstance(value, int) or value < lowest:
+            raise ValueError(f"fit: {name} must be an integer >= {lowest}, got {value!r}")
+    if start_step >= steps:
+        raise ValueError(f"fit: start_step={start_step} leaves nothing to do with "
+                         f"steps={steps}; steps is the last step number, not a count")
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"fit: clip_norm must be > 0 or None, got {clip_norm}")
