@@ -11,5 +11,8 @@ from .backend import (DeviceError, get_backend, gpu_available, manual_seed,
 from .gradcheck import GradcheckError, gradcheck
 from .ops import (concatenate, exp, log, masked_fill, matmul, maximum, relu, sqrt,
                   stack, tanh, where)
+from . import optim
+from .checkpoint import load_checkpoint, save_checkpoint
+from .train import fit
 
 __version__ = "0.1.0"
