@@ -1,0 +1,209 @@
+"""Decoding: greedy search, sampling (temperature, top-k) and beam search.
+
+Every algorithm here sees a model through one small interface, a *stepper*: give it the
+tokens decoded so far, (B, T), and it returns the logits of the next token, (B, V).
+``LanguageModelStepper`` wraps a decoder-only ``GPT``; ``Seq2SeqStepper`` wraps an
+encoder-decoder ``Transformer`` (it encodes the source once). With ``use_cache=True``
+a stepper feeds the model only the new token and keeps every layer's keys and values
+in a ``KVCache``, so one step costs O(T) instead of recomputing the whole prefix;
+``use_cache=False`` recomputes, and the tests prove both give the same tokens.
+
+Token arrays are integer (B, T) backend arrays; all functions run under ``no_grad``.
+"""
+import math
+
+from . import backend
+from .autograd import Tensor, no_grad
+from .functional import log_softmax
+
+
+def _as_ids(tokens, device, what):
+    data = tokens.data if isinstance(tokens, Tensor) else tokens
+    if not backend.is_array(data):
+        data = backend.host.asarray(data)
+    if data.ndim != 2 or data.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be an integer (B, T) array of token ids, got shape "
+                         f"{data.shape} and dtype {data.dtype}")
+    return backend.to_device(data, device)
+
+
+class LanguageModelStepper:
+    """Next-token logits from a decoder-only model (``GPT``). A context longer than the
+    model's ``max_len`` is cropped to its last ``max_len`` tokens (and the cache refilled)."""
+
+    def __init__(self, model, use_cache=True):
+        self.model, self.use_cache = model, use_cache
+        self.max_len = model.config.max_len
+        self.cache, self.fed = None, 0  # fed: how many of the tokens the cache has seen
+
+    def logits(self, tokens):
+        if not self.use_cache:
+            return self.model(tokens[:, -self.max_len:]).data[:, -1]
+        new = tokens[:, self.fed:]
+        if self.cache is None or len(self.cache) + new.shape[1] > self.max_len:
+            self.cache = self.model.new_cache()  # start over on the cropped context
+            new = tokens[:, -self.max_len:]
+        self.fed = tokens.shape[1]
+        return self.model(new, cache=self.cache).data[:, -1]
+
+    def reorder(self, rows):
+        if self.cache is not None:
+            self.cache.select(rows)
+
+
+class Seq2SeqStepper:
+    """Next-token logits from an encoder-decoder ``Transformer`` for a fixed source
+    ``src`` (B, Ls), which is encoded once."""
+
+    def __init__(self, model, src, use_cache=True):
+        self.model, self.use_cache = model, use_cache
+        self.src_mask = model.source_mask(src)
+        self.memory = model.encode(src, self.src_mask)
+        self.cache = model.new_cache() if use_cache else None
+
+    def logits(self, tokens):
+        if self.cache is None:
+            return self.model.decode(self.memory, tokens, self.src_mask).data[:, -1]
+        new = tokens[:, len(self.cache):]
+        return self.model.decode(self.memory, new, self.src_mask, cache=self.cache).data[:, -1]
+
+    def reorder(self, rows):
+        self.memory = Tensor(self.memory.data[rows])
+        if self.src_mask is not None:
+            self.src_mask = self.src_mask[rows]
+        if self.cache is not None:
+            self.cache.select(rows)
+
+
+def _stepper(model, src, use_cache):
+    return (LanguageModelStepper(model, use_cache) if src is None
+            else Seq2SeqStepper(model, src, use_cache))
+
+
+def _append(tokens, new, xp):
+    return xp.concatenate([tokens, new[:, None].astype(tokens.dtype)], axis=1)
+
+
+def greedy(model, tokens, max_new_tokens, src=None, eos_id=None, use_cache=True):
+    """Append the most likely next token ``max_new_tokens`` times.
+
+    tokens: (B, T0) prompt (for a ``Transformer``: the start tokens, e.g. BOS, with the
+    source in ``src`` (B, Ls)). Returns (B, T0 + n). Once a row has produced ``eos_id``,
+    it keeps producing ``eos_id``; decoding stops early when every row has.
+    """
+    return _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose=None)
+
+
+def sample(model, tokens, max_new_tokens, temperature=1.0, top_k=None, src=None,
+           eos_id=None, use_cache=True):
+    """Like ``greedy``, but draw each token from softmax(logits / temperature), restricted
+    to the ``top_k`` most likely tokens when given. Seed with ``mt.manual_seed``."""
+    if temperature <= 0:
+        raise ValueError(f"sample: temperature must be > 0, got {temperature} "
+                         "(use greedy() for temperature 0)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"sample: top_k must be a positive integer, got {top_k}")
+
+    def choose(logits, xp):
+        logits = logits / temperature
+        if top_k is not None and top_k < logits.shape[-1]:
+            kth = xp.partition(logits, -top_k, axis=-1)[:, -top_k, None]
+            logits = xp.where(logits < kth, -xp.inf, logits)
+        probs = xp.exp(logits - logits.max(axis=-1, keepdims=True))
+        cumulative = xp.cumsum(probs / probs.sum(axis=-1, keepdims=True), axis=-1)
+        draws = backend.rng(backend.device_of(logits)).random((logits.shape[0], 1))
+        # inverse-CDF sampling; the clip guards against round-off past the last bucket
+        return xp.minimum((cumulative < draws).sum(axis=-1), logits.shape[-1] - 1)
+
+    return _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose)
+
+
+def _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose):
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            device = model.parameters()[0].device
+            xp = backend.xp(device)
+            tokens = _as_ids(tokens, device, "tokens")
+            src = None if src is None else _as_ids(src, device, "src")
+            stepper = _stepper(model, src, use_cache)
+            done = xp.zeros(tokens.shape[0], dtype=bool)
+            for _ in range(max_new_tokens):
+                logits = stepper.logits(tokens)
+                new = logits.argmax(axis=-1) if choose is None else choose(logits, xp)
+                if eos_id is not None:
+                    new = xp.where(done, eos_id, new)
+                    done |= new == eos_id
+                tokens = _append(tokens, new, xp)
+                if eos_id is not None and bool(done.all()):
+                    break
+            return tokens
+    finally:
+        model.train(was_training)
+
+
+def length_penalty(length, alpha):
+    """GNMT's length normalisation ((5 + length) / 6) ** alpha (Wu et al., 2016):
+    beam scores are divided by it, so that longer hypotheses are not unfairly punished
+    for summing more negative log-probabilities. alpha = 0 turns it off."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def beam_search(model, tokens, max_new_tokens, beam_size=4, alpha=0.6, src=None,
+                eos_id=None, use_cache=True):
+    """Keep the ``beam_size`` most probable continuations of each row.
+
+    Returns ``(best, scores)``: best (B, T0 + n) tokens (rows that ended early are padded
+    with ``eos_id``) and scores (B,): each hypothesis's summed log-probability divided by
+    ``length_penalty(generated length, alpha)``, the quantity the search ranks by.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            return _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src,
+                                eos_id, use_cache)
+    finally:
+        model.train(was_training)
+
+
+def _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src, eos_id, use_cache):
+    if beam_size < 1:
+        raise ValueError(f"beam_search: beam_size must be >= 1, got {beam_size}")
+    device = model.parameters()[0].device
+    xp = backend.xp(device)
+    tokens = _as_ids(tokens, device, "tokens")
+    batch, K = tokens.shape[0], beam_size
+    # Each row becomes K beams; only the first is live at the start, so the first step
+    # does not pick K copies of the same token.
+    expand = xp.repeat(xp.arange(batch), K)
+    tokens = tokens[expand]
+    src = None if src is None else _as_ids(src, device, "src")[expand]
+    stepper = _stepper(model, src, use_cache)
+    scores = xp.tile(xp.asarray([0.0] + [-math.inf] * (K - 1)), batch)
+    lengths = xp.zeros(batch * K)
+    done = xp.zeros(batch * K, dtype=bool)
+    for _ in range(max_new_tokens):
+        logp = log_softmax(Tensor(stepper.logits(tokens))).data.astype(scores.dtype)
+        vocab = logp.shape[-1]
+        if eos_id is not None:  # a finished beam may only repeat eos, at no cost
+            logp[done] = -math.inf
+            logp[done, eos_id] = 0.0
+        candidates = (scores[:, None] + logp).reshape(batch, K * vocab)
+        best = xp.argsort(-candidates, axis=-1)[:, :K]
+        scores = xp.take_along_axis(candidates, best, axis=-1).reshape(-1)
+        rows = (xp.arange(batch)[:, None] * K + best // vocab).reshape(-1)
+        new = (best % vocab).reshape(-1)
+        tokens, lengths, done = tokens[rows], lengths[rows], done[rows]
+        stepper.reorder(rows)
+        lengths += ~done
+        if eos_id is not None:
+            done |= new == eos_id
+        tokens = _append(tokens, new, xp)
+        if bool(done.all()):
+            break
+    final = (scores / length_penalty(lengths, alpha)).reshape(batch, K)
+    winner = final.argmax(axis=-1)
+    rows = xp.arange(batch) * K + winner
+    return tokens[rows], final[xp.arange(batch), winner]

@@ -1,0 +1,136 @@
+"""Decoding: the KV cache changes nothing but speed; greedy, sampling and beam search
+agree with their definitions."""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minitransformer as mt
+from minitransformer import generate
+from minitransformer.nn.models import GPT, GPTConfig, Transformer, TransformerConfig
+from strategies import host
+
+
+def tiny_gpt(seed, vocab=11, max_len=8):
+    mt.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab, max_len=max_len, d_model=16, num_heads=2,
+                         num_layers=2))
+
+
+def tiny_seq2seq(seed, vocab=10):
+    mt.manual_seed(seed)
+    return Transformer(TransformerConfig(src_vocab_size=vocab, tgt_vocab_size=vocab,
+                                         d_model=16, num_heads=2, num_encoder_layers=1,
+                                         num_decoder_layers=2, d_ff=32))
+
+
+@settings(max_examples=6)
+@given(seed=st.integers(0, 1000), prompt_len=st.integers(1, 4), new=st.integers(1, 9))
+def test_gpt_cache_gives_the_same_tokens(seed, prompt_len, new):
+    model = tiny_gpt(seed)  # prompt + new may pass max_len=8: the context is then cropped
+    prompt = np.random.default_rng(seed).integers(0, 11, (2, prompt_len))
+    cached = generate.greedy(model, prompt, new, use_cache=True)
+    recomputed = generate.greedy(model, prompt, new, use_cache=False)
+    np.testing.assert_array_equal(host(cached), host(recomputed))
+    beams = [host(generate.beam_search(model, prompt, min(new, 4), beam_size=3,
+                                       use_cache=c)[0]) for c in (True, False)]
+    np.testing.assert_array_equal(*beams)
+
+
+@settings(max_examples=6)
+@given(seed=st.integers(0, 1000))
+def test_seq2seq_cache_gives_the_same_tokens(seed):
+    model = tiny_seq2seq(seed)
+    src = np.random.default_rng(seed).integers(3, 10, (3, 5))
+    src[0, 3:] = 0  # padding
+    bos = np.ones((3, 1), dtype=np.int64)
+    for search in (lambda **kw: generate.greedy(model, bos, 7, src=src, eos_id=2, **kw),
+                   lambda **kw: generate.beam_search(model, bos, 7, beam_size=3, src=src,
+                                                     eos_id=2, **kw)[0]):
+        np.testing.assert_array_equal(host(search(use_cache=True)),
+                                      host(search(use_cache=False)))
+
+
+def test_greedy_stops_rows_at_eos():
+    model = tiny_seq2seq(3)
+    out = host(generate.greedy(model, np.ones((2, 1), np.int64), 6,
+                               src=np.array([[3, 4, 5], [6, 7, 8]]), eos_id=2))
+    for row in out:
+        hits = np.flatnonzero(row == 2)
+        if hits.size:
+            assert (row[hits[0]:] == 2).all()
+
+
+def test_beam_of_one_is_greedy():
+    model = tiny_gpt(5)
+    prompt = np.array([[1, 2], [3, 4]])
+    best, _ = generate.beam_search(model, prompt, 6, beam_size=1, alpha=0.0)
+    np.testing.assert_array_equal(host(best), host(generate.greedy(model, prompt, 6)))
+
+
+def sequence_log_prob(model, prompt, continuation):
+    tokens = np.concatenate([prompt, continuation])[None]
+    with mt.no_grad():
+        logp = host(mt.functional.log_softmax(model(tokens)).data)[0]
+    n = len(prompt)
+    return sum(logp[n - 1 + i, t] for i, t in enumerate(continuation))
+
+
+def test_wide_beam_finds_the_most_probable_sequence():
+    vocab, steps = 3, 3
+    model = tiny_gpt(7, vocab=vocab)
+    model.eval()
+    prompt = np.array([1, 0])
+    best, score = generate.beam_search(model, prompt[None], steps, beam_size=vocab ** 2,
+                                       alpha=0.0)
+    brute = max(itertools.product(range(vocab), repeat=steps),
+                key=lambda c: sequence_log_prob(model, prompt, np.array(c)))
+    np.testing.assert_array_equal(host(best)[0, 2:], brute)
+    np.testing.assert_allclose(host(score)[0], sequence_log_prob(model, prompt, np.array(brute)),
+                               rtol=1e-5)
+
+
+def test_length_penalty():
+    assert generate.length_penalty(1, 0.0) == 1.0
+    assert generate.length_penalty(1, 1.0) == 1.0
+    assert generate.length_penalty(7, 0.5) == pytest.approx(2 ** 0.5)
+
+
+def test_sampling_is_seeded_and_respects_top_k():
+    model = tiny_gpt(2)
+    prompt = np.zeros((64, 1), np.int64)
+    mt.manual_seed(11)
+    first = host(generate.sample(model, prompt, 3, temperature=2.0, top_k=2))
+    mt.manual_seed(11)
+    again = host(generate.sample(model, prompt, 3, temperature=2.0, top_k=2))
+    np.testing.assert_array_equal(first, again)
+    with mt.no_grad():
+        model.eval()
+        top2 = set(np.argsort(host(model(prompt[:1]).data)[0, -1])[-2:])
+    assert set(first[:, 1]) <= top2 and len(set(first[:, 1])) == 2
+    greedy = host(generate.greedy(model, prompt[:2], 3))
+    np.testing.assert_array_equal(host(generate.sample(model, prompt[:2], 3, top_k=1)), greedy)
+
+
+def test_sampling_follows_the_distribution():
+    model = tiny_gpt(4, vocab=5)
+    model.eval()
+    prompt = np.zeros((4000, 1), np.int64)
+    mt.manual_seed(0)
+    drawn = host(generate.sample(model, prompt, 1))[:, 1]
+    with mt.no_grad():
+        expected = host(mt.functional.softmax(model(prompt[:1])).data)[0, -1]
+    observed = np.bincount(drawn, minlength=5) / len(drawn)
+    np.testing.assert_allclose(observed, expected, atol=0.03)
+
+
+def test_bad_arguments():
+    model = tiny_gpt(0)
+    with pytest.raises(ValueError, match="temperature"):
+        generate.sample(model, np.zeros((1, 1), np.int64), 2, temperature=0)
+    with pytest.raises(ValueError, match="integer"):
+        generate.greedy(model, np.zeros((1, 1)), 2)
+    with pytest.raises(ValueError, match="beam_size"):
+        generate.beam_search(model, np.zeros((1, 1), np.int64), 2, beam_size=0)
