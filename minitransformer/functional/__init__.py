@@ -1,0 +1,18 @@
+"""Neural-network functions, each one graph node with a hand-derived backward pass.
+
+Composing softmax from ``exp``, ``sum`` and ``div`` would work (the tests do exactly
+that, to prove these equal), but every primitive is a node that saves its inputs and
+walks its own backward. Fusing a whole function into one ``Function`` saves memory and
+Python overhead, and puts the derivation where a reader can check it in one screen.
+Forward passes work in place on the fresh arrays they create, to keep temporaries few.
+
+Shapes follow the house conventions: batch first, features last, attention scores
+``(..., Lq, Lk)``; a boolean mask is True where a query may attend to a key.
+"""
+from .activations import dropout, erf, gelu, log_softmax, relu, softmax
+from .attention import scaled_dot_product_attention
+from .layers import embedding, layer_norm, linear
+from .losses import cross_entropy
+
+__all__ = ["softmax", "log_softmax", "relu", "gelu", "erf", "dropout", "linear", "embedding",
+           "layer_norm", "scaled_dot_product_attention", "cross_entropy"]

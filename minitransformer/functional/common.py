@@ -1,0 +1,36 @@
+"""Small helpers shared by the functional modules."""
+from .. import backend
+from ..autograd import Tensor
+
+
+def needs_grad(fn):
+    """For each input of ``fn``: does backward have to compute its gradient?"""
+    return [t.requires_grad for t in fn.inputs]
+
+
+def array_like(value, like):
+    """``value`` (a Tensor, an array or a nested list) as an array on the device of ``like``."""
+    data = value.data if isinstance(value, Tensor) else value
+    if not backend.is_array(data):
+        data = backend.host.asarray(data)
+    return backend.to_device(data, like.device)
+
+
+def indices(value, like, size, what):
+    """``value`` as an array of integers in [0, size) on the device of ``like``."""
+    data = array_like(value, like)
+    if data.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be integers, got dtype {data.dtype}")
+    low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+    if low < 0 or high >= size:
+        raise ValueError(f"{what} must lie in [0, {size}), got {low if low < 0 else high}")
+    return data
+
+
+def keep_mask(shape, p, dtype, device):
+    """Inverted dropout's multiplier: 0 with probability p, else 1 / (1 - p), so that
+    the expected value of x * keep stays x."""
+    draw = backend.rng(device).random(shape, dtype=backend.DEFAULT_DTYPE)
+    keep = (draw >= p).astype(dtype)
+    keep *= 1 / (1 - p)
+    return keep
