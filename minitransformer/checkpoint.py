@@ -31,20 +31,10 @@ def save_checkpoint(path, model, optimizer=None, step=0, config=None, extra=None
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
-    meta = {"format": FORMAT, "version": VERSION, "step": step, "config": config,
+    meta = {"format": FORMAT, "version": VERSION, "step": int(step), "config": config,
             "extra": extra, "rng_state": backend.get_rng_state(), "optimizer": None}
     if optimizer is not None:
-        state = optimizer.state_dict()
-        scalars = {}
-        for index, entries in state["state"].items():
-            scalars[str(index)] = {}
-            for key, value in entries.items():
-                if backend.is_array(value):
-                    arrays[f"optim/{index}/{key}"] = value
-                else:
-                    scalars[str(index)][key] = value
-        meta["optimizer"] = {"type": type(optimizer).__name__,
-                             "param_groups": state["param_groups"], "state": scalars}
+        meta["optimizer"] = _split_optimizer_state(optimizer, arrays)
     try:
         text = json.dumps(meta)
     except (TypeError, ValueError) as exc:
@@ -103,6 +93,22 @@ def _read(path):
         raise ValueError(f"load_checkpoint: {path} has format version {meta['version']}, "
                          f"newer than this minitransformer's {VERSION}; upgrade it")
     return arrays, meta
+
+
+def _split_optimizer_state(optimizer, arrays):
+    """``optimizer.state_dict()`` with its arrays moved into ``arrays`` (as
+    ``optim/<index>/<name>``), leaving what JSON can hold: options and step counts."""
+    state = optimizer.state_dict()
+    scalars = {}
+    for index, entries in state["state"].items():
+        scalars[str(index)] = {}
+        for name, value in entries.items():
+            if backend.is_array(value):
+                arrays[f"optim/{index}/{name}"] = value
+            else:
+                scalars[str(index)][name] = value
+    return {"type": type(optimizer).__name__, "param_groups": state["param_groups"],
+            "state": scalars}
 
 
 def _optimizer_state(path, arrays, meta, optimizer):

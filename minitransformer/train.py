@@ -15,6 +15,7 @@ gradient as one batch k times as large, in the memory of a small one.
 """
 import dataclasses
 import math
+import numbers
 import time
 
 from .autograd import Tensor, no_grad
@@ -48,6 +49,7 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
     """Train ``model`` for the optimizer steps ``start_step + 1, ..., steps``; returns a
     ``History``.
 
+    steps:       the number of the last step (not a count, so a resumed run keeps it).
     batches:     an iterable of batches, or a function of no arguments returning the next
                  one. A function that draws from ``backend.rng()`` resumes exactly from a
                  checkpoint, since the checkpoint stores that generator's state.
@@ -72,8 +74,9 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
         manual_seed(seed)
     model.train()
     history = History()
-    tokens_since_log, last_log_time = 0, time.perf_counter()
+    tokens_since_log, seconds_since_log = 0, 0.0  # training time only: no evals, no saving
     for step in range(start_step + 1, steps + 1):
+        started = time.perf_counter()
         if schedule is not None:
             optimizer.lr = schedule(step)
         model.zero_grad()
@@ -82,6 +85,7 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
         if clip_norm is not None:
             history.grad_norms.append(clip_grad_norm(model.parameters(), clip_norm))
         optimizer.step()
+        seconds_since_log += time.perf_counter() - started
 
         history.steps.append(step)
         history.losses.append(loss)
@@ -96,9 +100,9 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
             model.train()
         tokens_since_log += tokens
         if log_every and (step % log_every == 0 or evaluated or step == steps):
-            elapsed = max(time.perf_counter() - last_log_time, 1e-9)
-            print(_progress_line(history, steps, tokens_since_log / elapsed, evaluated))
-            tokens_since_log, last_log_time = 0, time.perf_counter()
+            tokens_per_second = tokens_since_log / max(seconds_since_log, 1e-9)
+            print(_progress_line(history, steps, tokens_per_second, evaluated))
+            tokens_since_log, seconds_since_log = 0, 0.0
         if callback is not None:
             callback(step, history)
     return history
@@ -136,7 +140,8 @@ def _progress_line(history, steps, tokens_per_second, evaluated):
 
 
 def _format(value):
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    is_fraction = isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+    return f"{value:.4f}" if is_fraction else str(value)
 
 
 def _finite_loss(loss, where, step):
@@ -169,7 +174,7 @@ def _check_arguments(steps, start_step, accumulate_steps, clip_norm, eval_every)
     for name, value, lowest in (("steps", steps, 1), ("start_step", start_step, 0),
                                 ("accumulate_steps", accumulate_steps, 1),
                                 ("eval_every", eval_every or 0, 0)):
-        if not isinstance(value, int) or value < lowest:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
             raise ValueError(f"fit: {name} must be an integer >= {lowest}, got {value!r}")
     if start_step >= steps:
         raise ValueError(f"fit: start_step={start_step} leaves nothing to do with "
