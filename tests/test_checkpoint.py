@@ -106,9 +106,12 @@ def test_the_file_is_a_plain_npz_without_pickle(tmp_path):
     assert os.listdir(tmp_path) == ["run.npz"]  # the temporary file is gone
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, backend):
     """Train 8 steps with dropout, Adam and a schedule, saving at step 4; a fresh model and
     optimizer loaded from that checkpoint reproduce steps 5-8 exactly."""
+    if backend == "cupy":
+        pytest.skip("dropout draws from the GPU generator, whose state checkpoints do not "
+                    "hold (backend.get_rng_state covers the CPU generator)")
     path = tmp_path / "step4.npz"
     options = dict(schedule=lambda step: warmup_cosine(step, 0.05, warmup=2, total=8),
                    clip_norm=1.0, log_every=0)

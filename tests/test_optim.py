@@ -5,9 +5,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 import minitransformer as mt
 from minitransformer.nn import Module, Parameter
