@@ -14,5 +14,6 @@ from .ops import (concatenate, exp, log, masked_fill, matmul, maximum, relu, sqr
 from . import optim
 from .checkpoint import load_checkpoint, save_checkpoint
 from .train import fit
+from . import pretrained
 
 __version__ = "0.1.0"

