@@ -88,6 +88,7 @@ def test_embedding_padding_row_keeps_its_value_and_gets_no_gradient():
     grad = host(table.weight.grad)
     np.testing.assert_array_equal(grad[1], 0)
     np.testing.assert_array_equal(grad[2], 1)
+    np.testing.assert_array_equal(table([[1, 2]]).numpy(), out.numpy()[:, :2])  # a list
 
 
 @given(seed=seeds, shape=st.lists(st.integers(1, 4), min_size=1, max_size=3))

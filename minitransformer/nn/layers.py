@@ -88,7 +88,7 @@ class Embedding(Module):
         if self.padding_idx is None:
             return out
         # Put the padding row back as a constant: same values, but no gradient reaches it.
-        ids = ids.data if isinstance(ids, Tensor) else ids
+        ids = self.weight.xp.asarray(ids.data if isinstance(ids, Tensor) else ids)
         is_pad = (ids == self.padding_idx)[..., None]
         return where(is_pad, self.weight.data[self.padding_idx], out)
 
