@@ -13,6 +13,11 @@ from strategies import host
 seeds = st.integers(0, 2**32 - 1)
 
 
+def dev(array):
+    """Host ids or masks on the current backend (a model on the GPU refuses host arrays)."""
+    return mt.tensor(np.asarray(array)).data
+
+
 def tiny_transformer(seed=0, **overrides):
     mt.manual_seed(seed)
     config = dict(src_vocab_size=7, tgt_vocab_size=9, d_model=4, num_heads=2,
@@ -59,12 +64,12 @@ def test_transformer_gradients_end_to_end(seed, src, tgt, norm_first, tie):
     tgt[:, 0] = 1
     model = tiny_transformer(seed, norm_first=norm_first, tie_output_embedding=tie)
     model.to(dtype=np.float64)
-    check_all_grads(lambda: model(src, tgt), model, directions=2)
+    check_all_grads(lambda: model(dev(src), dev(tgt)), model, directions=2)
 
 
 def test_transformer_shapes_dtype_and_methods():
     model = tiny_transformer()
-    src, tgt = np.array([[1, 2, 3, 0], [4, 5, 0, 0]]), np.array([[1, 2, 3], [1, 4, 0]])
+    src, tgt = dev([[1, 2, 3, 0], [4, 5, 0, 0]]), dev([[1, 2, 3], [1, 4, 0]])
     logits = model(src, tgt)
     assert logits.shape == (2, 3, 9) and logits.dtype == np.float32
     memory = model.encode(src)
@@ -80,12 +85,13 @@ def test_transformer_ignores_padding(seed, src, extra):
     logits of the real positions unchanged."""
     model = tiny_transformer(seed).to(dtype=np.float64)
     tgt = np.array([[1, 2, 3, 4]] * src.shape[0])
-    logits = model(src, tgt).numpy()
+    logits = model(dev(src), dev(tgt)).numpy()
     longer = np.pad(src, ((0, 0), (0, extra)))
-    np.testing.assert_allclose(model(longer, tgt).numpy(), logits, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model(dev(longer), dev(tgt)).numpy(), logits, rtol=1e-10,
+                               atol=1e-12)
     changed = tgt.copy()
     changed[:, 2:] = 5
-    np.testing.assert_allclose(model(src, changed).numpy()[:, :2], logits[:, :2],
+    np.testing.assert_allclose(model(dev(src), dev(changed)).numpy()[:, :2], logits[:, :2],
                                rtol=1e-10, atol=1e-12)
 
 
@@ -98,7 +104,7 @@ def test_weight_tying_and_shared_embeddings():
     assert len(untied.parameters()) == len(model.parameters()) + 1
 
     # The tied gradient is the sum of what the embedding and the output layer get.
-    src, tgt = np.array([[1, 2, 3]]), np.array([[1, 2, 3, 4]])
+    src, tgt = dev([[1, 2, 3]]), dev([[1, 2, 3, 4]])
     untied.load_state_dict({**model.state_dict(),
                             "generator.weight": model.generator.weight.numpy()})
     model(src, tgt).sum().backward()
@@ -117,7 +123,7 @@ def test_weight_tying_and_shared_embeddings():
 
 
 def test_state_dict_round_trip_keeps_outputs_and_ties():
-    src, tgt = np.array([[1, 2, 3]]), np.array([[1, 2]])
+    src, tgt = dev([[1, 2, 3]]), dev([[1, 2]])
     a, b = tiny_transformer(seed=1), tiny_transformer(seed=2)
     assert not np.allclose(a(src, tgt).numpy(), b(src, tgt).numpy())
     b.load_state_dict(a.state_dict())
@@ -133,7 +139,7 @@ def test_state_dict_round_trip_keeps_outputs_and_ties():
        norm_first=st.booleans())
 def test_transformer_cached_decoding_matches_full_decoding(seed, src, steps, norm_first):
     model = tiny_transformer(seed, norm_first=norm_first).to(dtype=np.float64)
-    tgt = np.random.default_rng(seed).integers(1, 9, (src.shape[0], steps))
+    src, tgt = dev(src), dev(np.random.default_rng(seed).integers(1, 9, (len(src), steps)))
     src_mask = model.source_mask(src)
     memory = model.encode(src, src_mask)
     full = model.decode(memory, tgt, src_mask).numpy()
@@ -148,15 +154,15 @@ def test_transformer_cached_decoding_matches_full_decoding(seed, src, steps, nor
 
 def test_transformer_argument_errors():
     model = tiny_transformer()
-    src, tgt = np.array([[1, 2, 3]]), np.array([[1, 2]])
+    src, tgt = dev([[1, 2, 3]]), dev([[1, 2]])
     with pytest.raises(ValueError, match=r"src contains id 7, outside the vocabulary \[0, 7\)"):
-        model(np.array([[1, 7]]), tgt)
+        model(dev([[1, 7]]), tgt)
     with pytest.raises(ValueError, match="tgt contains id -1"):
-        model(src, np.array([[1, -1]]))
+        model(src, dev([[1, -1]]))
     with pytest.raises(TypeError, match="src must be integer token ids, got float64"):
-        model(np.array([[1.0, 2.0]]), tgt)
+        model(dev([[1.0, 2.0]]), tgt)
     with pytest.raises(ValueError, match=r"tgt has shape \(2,\), expected \(B, L\)"):
-        model(src, np.array([1, 2]))
+        model(src, dev([1, 2]))
     with pytest.raises(ValueError, match=r"src_mask has shape \(1, 1, 3, 3\), expected a shape "
                                          r"broadcastable to \(B, H, Lq, Lk\) = \(1, 2, 1, 3\)"):
         model(src, tgt, src_mask=np.ones((1, 1, 3, 3), bool))
@@ -165,7 +171,7 @@ def test_transformer_argument_errors():
     with pytest.raises(TypeError, match="tgt_mask must be a boolean array"):
         model(src, tgt, tgt_mask=np.ones((2, 2)))
     with pytest.raises(ValueError, match="memory has batch size 1 but tgt has 2"):
-        model.decode(model.encode(src), np.array([[1], [2]]))
+        model.decode(model.encode(src), dev([[1], [2]]))
 
 
 # ---- GPT -----------------------------------------------------------------------------
@@ -174,14 +180,14 @@ def test_transformer_argument_errors():
 @given(seed=seeds, length=st.integers(1, 4))
 def test_gpt_gradients(seed, length):
     model = tiny_gpt(seed, d_model=4, num_layers=1).to(dtype=np.float64)
-    ids = np.random.default_rng(seed).integers(0, 11, (2, length))
+    ids = dev(np.random.default_rng(seed).integers(0, 11, (2, length)))
     check_all_grads(lambda: model(ids), model, directions=2)
 
 
 @given(seed=seeds, chunks=st.lists(st.integers(1, 3), min_size=1, max_size=4))
 def test_gpt_cache_matches_full_recomputation(seed, chunks):
     model = tiny_gpt(seed).to(dtype=np.float64).eval()
-    ids = np.random.default_rng(seed).integers(0, 11, (2, sum(chunks)))
+    ids = dev(np.random.default_rng(seed).integers(0, 11, (2, sum(chunks))))
     full = model(ids).numpy()
     cache, parts, past = model.new_cache(), [], 0
     with mt.no_grad():
@@ -194,25 +200,23 @@ def test_gpt_cache_matches_full_recomputation(seed, chunks):
 def test_gpt_is_causal_tied_and_bounded():
     model = tiny_gpt()
     assert model.lm_head.weight is model.token_embedding.weight and model.lm_head.bias is None
-    ids = np.array([[1, 2, 3, 4, 5]])
-    changed = ids.copy()
-    changed[0, 3:] = 9
+    ids, changed = dev([[1, 2, 3, 4, 5]]), dev([[1, 2, 3, 9, 9]])
     np.testing.assert_allclose(model(changed).numpy()[:, :3], model(ids).numpy()[:, :3],
                                rtol=1e-6)
     assert not np.allclose(model(changed).numpy()[:, 3:], model(ids).numpy()[:, 3:])
     with pytest.raises(ValueError, match="GPT: 0 cached \\+ 13 new positions exceed "
                                          "max_len=12"):
-        model(np.ones((1, 13), np.int64))
+        model(dev(np.ones((1, 13), np.int64)))
     cache = model.new_cache()
-    model(np.ones((1, 10), np.int64), cache=cache)
+    model(dev(np.ones((1, 10), np.int64)), cache=cache)
     with pytest.raises(ValueError, match="10 cached \\+ 3 new positions"):
-        model(np.ones((1, 3), np.int64), cache=cache)
+        model(dev(np.ones((1, 3), np.int64)), cache=cache)
 
 
 def test_gpt_learns_a_sequence():
     """A few plain gradient steps on one sequence lower the loss substantially."""
     model = tiny_gpt(d_model=16, num_layers=1)
-    seq = np.array([[1, 2, 3, 4, 5, 6, 7, 8]])
+    seq = dev([[1, 2, 3, 4, 5, 6, 7, 8]])
     losses = []
     for _ in range(30):
         loss = mt.functional.cross_entropy(model(seq[:, :-1]), seq[:, 1:])
@@ -226,7 +230,7 @@ def test_gpt_learns_a_sequence():
 
 def test_train_and_eval_modes():
     model = tiny_gpt(dropout=0.5)
-    ids = np.array([[1, 2, 3]])
+    ids = dev([[1, 2, 3]])
     assert not np.allclose(model(ids).numpy(), model(ids).numpy())
     model.eval()
     np.testing.assert_array_equal(model(ids).numpy(), model(ids).numpy())
@@ -238,14 +242,13 @@ def test_train_and_eval_modes():
 @given(seed=seeds, ids=padded_ids(13))
 def test_classifier_gradients(seed, ids):
     model = tiny_bert(seed, d_model=4, num_layers=1).to(dtype=np.float64)
-    types = (np.arange(ids.shape[1]) >= ids.shape[1] // 2).astype(np.int64)[None]
-    check_all_grads(lambda: model(ids, token_type_ids=np.broadcast_to(types, ids.shape)),
-                    model, directions=2)
+    types = dev(np.arange(ids.size).reshape(ids.shape) % 2)
+    check_all_grads(lambda: model(dev(ids), token_type_ids=types), model, directions=2)
 
 
 def test_classifier_outputs_masks_and_names():
     model = tiny_bert().to(dtype=np.float64)
-    ids = np.array([[2, 5, 7, 0, 0], [3, 4, 6, 8, 9]])
+    ids = dev([[2, 5, 7, 0, 0], [3, 4, 6, 8, 9]])
     hidden = model.encode(ids)
     assert hidden.shape == (2, 5, 8)
     pooled = model.pool(hidden).numpy()
@@ -254,12 +257,12 @@ def test_classifier_outputs_masks_and_names():
     assert model(ids).shape == (2, 3)
 
     # The default mask hides pad_id tokens; an explicit (B, L) 0/1 mask does the same.
-    np.testing.assert_allclose(model.encode(ids, attention_mask=(ids != 0).astype(np.int64))
+    np.testing.assert_allclose(model.encode(ids, attention_mask=dev([[1, 1, 1, 0, 0]] + [[1] * 5]))
                                .numpy(), hidden.numpy(), rtol=1e-12)
     np.testing.assert_allclose(model.encode(ids[:1, :3]).numpy(), hidden.numpy()[:1, :3],
                                rtol=1e-10, atol=1e-12)
     # token type 1 changes the result; token type 0 is the default
-    assert not np.allclose(model.encode(ids, token_type_ids=np.ones_like(ids)).numpy(),
+    assert not np.allclose(model.encode(ids, token_type_ids=dev(np.ones((2, 5), np.int64))).numpy(),
                            hidden.numpy())
 
     names = [n for n, _ in model.named_parameters()]
@@ -275,19 +278,19 @@ def test_classifier_outputs_masks_and_names():
 def test_classifier_configurations_and_errors():
     encoder_only = tiny_bert(num_classes=None, type_vocab_size=0)
     assert encoder_only.classifier is None and encoder_only.token_type_embedding is None
-    ids = np.array([[1, 2, 3]])
+    ids = dev([[1, 2, 3]])
     assert encoder_only.encode(ids).shape == (1, 3, 8)
     with pytest.raises(ValueError, match="num_classes=None"):
         encoder_only(ids)
     model = tiny_bert()
     with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 2\), expected ids' "
                                          r"shape \(1, 3\)"):
-        model(ids, attention_mask=np.ones((1, 2)))
+        model(ids, attention_mask=dev(np.ones((1, 2))))
     with pytest.raises(ValueError, match=r"token_type_ids contains id 2, outside the "
                                          r"vocabulary \[0, 2\)"):
-        model(ids, token_type_ids=np.full((1, 3), 2))
+        model(ids, token_type_ids=dev(np.full((1, 3), 2)))
     with pytest.raises(ValueError, match="positions 0..10 requested, but max_len=10"):
-        model(np.ones((1, 11), np.int64))
+        model(dev(np.ones((1, 11), np.int64)))
 
 
 def test_ids_on_another_device_are_an_error(backend):

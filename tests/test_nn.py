@@ -245,7 +245,7 @@ def test_kv_cache_select_reorders_the_batch():
     for c in cache.self_attention + cache.cross_attention:
         c.update(mt.tensor(np.arange(3.0)[:, None, None, None] * np.ones((3, 1, 2, 1))),
                  mt.tensor(np.zeros((3, 1, 2, 1))))
-    cache.select(np.array([2, 2, 0]))
+    cache.select(mt.tensor([2, 2, 0]))
     for c in cache.self_attention + cache.cross_attention:
         np.testing.assert_array_equal(c.keys.numpy()[:, 0, 0, 0], [2, 2, 0])
     assert len(cache) == 2

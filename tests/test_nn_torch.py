@@ -239,7 +239,7 @@ def test_whole_transformer_matches_torch(norm_first, activation):
     copy_into_torch(ours, theirs, strip="transformer.")
     src = np.array([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 2, 1]])
     tgt = np.array([[1, 5, 6, 0], [1, 2, 3, 4]])
-    logits = ours(src, tgt)
+    logits = ours(mt.tensor(src), mt.tensor(tgt))
     t_logits = theirs(torch.from_numpy(src), torch.from_numpy(tgt), config.pad_id)
     assert_close(logits.numpy(), t_logits, "Transformer logits")
     backward_both(logits, t_logits, np.random.default_rng(0))
