@@ -131,7 +131,8 @@ def ids_of(*tokens):
     ("don't", ["don", "'", "t"]),
     ("北京the", ["北", "京", "the"]),                          # each ideograph is a word
     ("a\tb\u00a0c\u3000d\ne", ["a", "b", "c", "d", "e"]),       # every kind of whitespace
-    ("a\u200bb\x00c\ufffdd\x07e", ["abcde"]),                 # control characters dropped
+    ("a\u200bb\x00c\ufffdd\x07e\ue000f", ["abcdef"]),         # control, format, private
+    ("x\u0e7fy", ["x\u0e7fy"]),                               # unassigned code points stay
     ("$5+x^2`y`", ["$", "5", "+", "x", "^", "2", "`", "y", "`"]),  # ASCII symbols split
     ("ΟΔΟΣ", ["οδοσ"]),                                        # no final-sigma rule
     ("", []),
@@ -333,6 +334,13 @@ def test_minilm_token_ids_match_the_reference(minilm):
     np.testing.assert_array_equal(mask.sum(axis=1), reference["lengths"])
     np.testing.assert_array_equal(ids, reference["input_ids"])
     assert max(reference["lengths"]) == encoder.tokenizer.max_length == 256  # truncated
+
+
+def test_minilm_tokenizer_matches_the_reference_on_random_scripts(minilm):
+    encoder, _, reference, _ = minilm
+    expected = np.split(reference["tokenizer_ids"], np.cumsum(reference["tokenizer_lengths"]))
+    for text, ids in zip(reference["tokenizer_texts"], expected):
+        assert encoder.tokenizer.encode(str(text)) == ids.tolist(), repr(text)
 
 
 def test_minilm_embeddings_match_the_reference(minilm):

@@ -18,8 +18,8 @@ import pathlib
 
 from .. import backend
 from ..autograd import Tensor, no_grad
-from ..ops import maximum
 from ..nn.models import EncoderClassifier, EncoderClassifierConfig
+from ..ops import maximum
 from .safetensors import read_safetensors
 from .wordpiece import WordPieceTokenizer
 
@@ -109,7 +109,8 @@ class SentenceEncoder:
     """Sentences -> embeddings (N, D): tokenize, run the encoder, mean-pool, normalize.
 
     ``model``: an ``EncoderClassifier``; ``tokenizer``: a ``WordPieceTokenizer`` whose
-    vocabulary matches it. Runs on the device of the model's parameters.
+    vocabulary matches it. Runs on the device of the model's parameters, which it
+    puts in eval mode.
     """
 
     def __init__(self, model, tokenizer):
