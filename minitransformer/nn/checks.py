@@ -55,9 +55,10 @@ def check_ids(owner, name, ids, vocab_size, device):
         raise ValueError(f"{owner}: {name} has shape {data.shape}, expected (B, L)")
     if backend.device_of(data) != device:
         raise backend.DeviceError(f"{owner}: {name} is on {backend.device_of(data)!r} but the "
-                                  f"parameters are on {device!r}; move it with .to({device!r})")
-    if data.size and (data.min() < 0 or data.max() >= vocab_size):
-        bad = int(data.min()) if data.min() < 0 else int(data.max())
-        raise ValueError(f"{owner}: {name} contains id {bad}, outside the vocabulary "
-                         f"[0, {vocab_size})")
+                                  f"parameters are on {device!r}; move it with "
+                                  f"mt.tensor({name}, device={device!r})")
+    low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"{owner}: {name} contains id {low if low < 0 else high}, outside "
+                         f"the vocabulary [0, {vocab_size})")
     return data
