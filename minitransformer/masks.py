@@ -7,6 +7,8 @@ attention scores (B, H, Lq, Lk). That is the convention of
 boolean masks mean the opposite (True = blocked), a classic source of silent bugs.
 Combine masks with ``combine_masks`` (or ``&``); invert one with ``~``.
 """
+from numbers import Integral
+
 from . import backend
 from .autograd import Tensor
 
@@ -25,7 +27,7 @@ def padding_mask(ids, pad_id):
     if ids.ndim != 2 or ids.dtype.kind not in "iu":
         raise ValueError(f"padding_mask: ids must be a 2-D integer array (B, L), got shape "
                          f"{ids.shape} and dtype {ids.dtype}")
-    if not isinstance(pad_id, int):
+    if not isinstance(pad_id, Integral):
         raise TypeError(f"padding_mask: pad_id must be an int, got {pad_id!r}")
     return (ids != pad_id)[:, None, None, :]
 
@@ -39,13 +41,13 @@ def causal_mask(q_len, k_len=None, device=None):
     (default: the current backend's)."""
     k_len = q_len if k_len is None else k_len
     for name, n in (("q_len", q_len), ("k_len", k_len)):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if not isinstance(n, Integral) or isinstance(n, bool) or n < 1:
             raise ValueError(f"causal_mask: {name} must be a positive int, got {n!r}")
     if q_len > k_len:
         raise ValueError(f"causal_mask: q_len={q_len} exceeds k_len={k_len}; the queries "
                          "must be the last q_len of the k_len positions")
     xp = backend.xp(device)
-    allowed = xp.tri(q_len, k_len, k=k_len - q_len, dtype=bool)
+    allowed = xp.tri(int(q_len), int(k_len), k=int(k_len - q_len), dtype=bool)
     return allowed[None, None]
 
 

@@ -8,6 +8,11 @@ Forward passes work in place on the fresh arrays they create, to keep temporarie
 
 Shapes follow the house conventions: batch first, features last, attention scores
 ``(..., Lq, Lk)``; a boolean mask is True where a query may attend to a key.
+
+Read the modules in this order: ``activations`` (softmax, log_softmax, relu, gelu with
+its erf, dropout), ``layers`` (linear, embedding, layer_norm), ``attention``
+(scaled_dot_product_attention), ``losses`` (cross_entropy); ``common`` holds their
+small shared helpers.
 """
 from .activations import dropout, erf, gelu, log_softmax, relu, softmax
 from .attention import scaled_dot_product_attention
