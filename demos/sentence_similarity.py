@@ -11,14 +11,22 @@ words, get vectors with a large dot product (their cosine similarity).
 
 ``--model`` takes any sentence-transformers BERT folder with mean pooling.
 """
-import argparse
-import sys
-import time
+import os
 
-import numpy as np
+# One BLAS thread unless the environment says otherwise, as in every demo (demos/common.py
+# says why: on a busy machine, BLAS threads waiting for a core slow each matmul down).
+# BLAS reads these variables when NumPy loads, so they are set first.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
-import minitransformer as mt
-from minitransformer.pretrained import load_sentence_encoder, packaged_minilm_path
+import argparse  # noqa: E402  (after the BLAS settings above)
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import minitransformer as mt  # noqa: E402
+from minitransformer.pretrained import load_sentence_encoder, packaged_minilm_path  # noqa: E402
 
 SENTENCES = [
     "A man is playing a guitar.",

@@ -20,6 +20,7 @@ so a character that a recent Unicode version added (such as U+061D, punctuation 
 Unicode 14) can split differently there. No other difference is known: the ids agree
 with the reference's on every string of tests/fixtures/minilm_reference.npz.
 """
+import functools
 import re
 import unicodedata
 
@@ -43,6 +44,20 @@ def _is_control(char):
     return char not in "\t\n\r" and unicodedata.category(char) in ("Cc", "Cf", "Co")
 
 
+# Texts reuse a small set of characters, so the per-character rules below are cached:
+# tokenizing then costs a dictionary lookup per character.
+@functools.lru_cache(maxsize=8192)
+def _clean(char):
+    """One character as basic tokenization rewrites it: dropped (""), whitespace made a
+    space, a CJK ideograph made a word of its own, anything else kept."""
+    if char == "\ufffd" or _is_control(char):  # U+FFFD stands for undecodable bytes
+        return ""
+    if char.isspace():
+        return " "
+    return f" {char} " if _is_cjk(char) else char
+
+
+@functools.lru_cache(maxsize=8192)
 def _is_punctuation(char):
     """Unicode punctuation, plus every ASCII non-alphanumeric symbol (so "$", "+", "^"
     and "`" split words too, although Unicode files them as symbols)."""
@@ -53,17 +68,7 @@ def _is_punctuation(char):
 
 def basic_tokenize(text, lowercase=True):
     """``text`` split into words and punctuation marks, normalized as BERT expects."""
-    chars = []
-    for char in text:
-        if char == "\ufffd" or _is_control(char):  # U+FFFD stands for undecodable bytes
-            continue
-        if char.isspace():
-            chars.append(" ")
-        elif _is_cjk(char):
-            chars.append(f" {char} ")
-        else:
-            chars.append(char)
-    text = "".join(chars)
+    text = "".join(map(_clean, text))
     if lowercase:  # accents are stripped whenever the vocabulary is lower-cased
         text = "".join(c for c in unicodedata.normalize("NFD", text)
                        if unicodedata.category(c) != "Mn")
