@@ -1,12 +1,13 @@
 """The fused functions of minitransformer.functional: each equals, in value and gradient,
-the same function composed from primitive ops (float64, hypothesis shapes, broadcast
-masks, fully masked rows, repeated ids, ignored targets), passes a numerical gradient
-check, keeps float32 as float32, and rejects bad arguments with a clear message."""
+the same function composed from primitive ops (float64, hypothesis shapes, repeated ids,
+ignored targets), passes a numerical gradient check, keeps float32 as float32, and
+rejects bad arguments with a clear message. Attention has its own file,
+test_functional_attention.py."""
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -243,104 +244,6 @@ def test_layer_norm_rejects_wrong_parameter_shape():
     with pytest.raises(ValueError, match=r"layer_norm: weight has shape \(3,\), expected "
                                          r"\(4,\) for x of shape \(2, 4\)"):
         F.layer_norm(leaf(np.ones((2, 4))), leaf(np.ones(3)), None)
-
-
-# ---- attention -----------------------------------------------------------------------
-
-@st.composite
-def attention_inputs(draw):
-    """q, k, v with batch dims (B, H) (k and v possibly shared across heads) and a boolean
-    mask broadcastable to (B, H, Lq, Lk), often with fully masked query rows."""
-    b, h, lq, lk, dk, dv = (draw(st.integers(1, 3)) for _ in range(6))
-    kv_heads = draw(st.sampled_from([h, 1]))
-    q = draw(arrays((b, h, lq, dk)))
-    k = draw(arrays((b, kv_heads, lk, dk)))
-    v = draw(arrays((b, kv_heads, lk, dv)))
-    full = (b, h, lq, lk)
-    mask_shape = tuple(draw(st.sampled_from([1, n])) for n in full)
-    mask_shape = mask_shape[draw(st.integers(0, 2)):]
-    mask = draw(st.none() | hnp.arrays(bool, mask_shape))
-    return q, k, v, mask
-
-
-def composed_attention(q, k, v, mask):
-    scores = (q @ k.swapaxes(-1, -2)) * (1 / math.sqrt(q.shape[-1]))
-    if mask is None:
-        return composed_log_softmax(scores, -1).exp() @ v
-    full = np.broadcast_to(mask, scores.shape)
-    probs = composed_log_softmax(mt.where(mt.tensor(full), scores, -1e9), -1).exp()
-    any_key = mt.tensor(full.any(axis=-1, keepdims=True).astype(np.float64))
-    return (probs * any_key) @ v
-
-
-@given(inputs=attention_inputs(), which=st.sampled_from(["qkv", "q", "k", "v"]))
-def test_attention_equals_composed(inputs, which):
-    q, k, v, mask = inputs
-    tensors = [leaf(a, requires_grad=name in which) for a, name in zip((q, k, v), "qkv")]
-    m = None if mask is None else mt.tensor(mask)
-    assert_same(lambda *t: F.scaled_dot_product_attention(*t, mask=m)[0],
-                lambda *t: composed_attention(*t, mask), tensors)
-    assert mt.gradcheck(lambda *t: F.scaled_dot_product_attention(*t, mask=m)[0], tensors)
-
-
-@given(inputs=attention_inputs())
-def test_attention_weights_and_fully_masked_rows(inputs):
-    q, k, v, mask = inputs
-    tensors = [leaf(a) for a in (q, k, v)]
-    out, weights = F.scaled_dot_product_attention(*tensors, mask=mask)
-    assert not weights.requires_grad and weights.shape == (*out.shape[:-1], k.shape[-2])
-    sums = weights.numpy().sum(axis=-1)
-    if mask is None:
-        np.testing.assert_allclose(sums, 1, rtol=1e-12)
-        return
-    full = np.broadcast_to(mask, weights.shape)
-    assert (weights.numpy()[~full] == 0).all()
-    np.testing.assert_allclose(sums, full.any(axis=-1).astype(float), rtol=1e-12)
-    empty = ~full.any(axis=-1)
-    assert (out.numpy()[empty] == 0).all()
-    out.backward(mt.tensor(np.ones(out.shape)))
-    assert all(np.isfinite(host(t.grad)).all() for t in tensors)
-
-
-@settings(max_examples=6)
-@given(inputs=attention_inputs(), seed=seeds)
-def test_attention_dropout_gradient(inputs, seed):
-    q, k, v, mask = inputs
-    tensors = [leaf(a) for a in (q, k, v)]
-
-    def attend(*t):
-        mt.manual_seed(seed)  # the same dropout mask on every call
-        return F.scaled_dot_product_attention(*t, mask=mask, dropout_p=0.4)[0]
-    assert mt.gradcheck(attend, tensors)
-    mt.manual_seed(seed)
-    without = F.scaled_dot_product_attention(*tensors, mask=mask, dropout_p=0.4,
-                                             training=False)[0]
-    np.testing.assert_array_equal(
-        without.numpy(), F.scaled_dot_product_attention(*tensors, mask=mask)[0].numpy())
-
-
-def test_attention_dropout_drops_weights_but_reports_them_before():
-    mt.manual_seed(0)
-    q = k = v = mt.tensor(np.random.default_rng(0).standard_normal((1, 1, 64, 8)))
-    out, weights = F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
-    np.testing.assert_allclose(weights.numpy().sum(axis=-1), 1, rtol=1e-12)
-    assert not np.allclose(out.numpy(), (weights.numpy() @ v.numpy()))
-
-
-def test_attention_errors_name_shapes_and_dtypes():
-    q, k = leaf(np.ones((2, 3, 4))), leaf(np.ones((2, 5, 4)))
-    attend = F.scaled_dot_product_attention
-    with pytest.raises(TypeError, match="mask must be boolean .* got dtype float64"):
-        attend(q, k, k, mask=np.ones((3, 5)))
-    with pytest.raises(ValueError, match=r"mask has shape \(3, 4\), expected one that "
-                                         r"broadcasts to .* \(2, 3, 5\)"):
-        attend(q, k, k, mask=np.ones((3, 4), bool))
-    with pytest.raises(ValueError, match=r"k has last dim 3, expected 4"):
-        attend(q, leaf(np.ones((2, 5, 3))), k)
-    with pytest.raises(ValueError, match=r"v has 4 positions, expected 5"):
-        attend(q, k, leaf(np.ones((2, 4, 4))))
-    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\), got 1"):
-        attend(q, k, k, dropout_p=1)
 
 
 # ---- cross-entropy -------------------------------------------------------------------
