@@ -94,13 +94,13 @@ def length_batches(lengths, batch_size):
     sentence pad to its length."""
     batch, real_tokens = [], 0
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-        longest = lengths[i]  # sorted, so the newcomer is the longest so far
-        padded = (len(batch) + 1) * longest
-        if batch and (len(batch) == batch_size or padded > 2 * (real_tokens + longest)):
+        length = lengths[i]  # sorted: if this one joins, every row pads to its length
+        padded = (len(batch) + 1) * length
+        if batch and (len(batch) == batch_size or padded > 2 * (real_tokens + length)):
             yield batch
             batch, real_tokens = [], 0
         batch.append(i)
-        real_tokens += longest
+        real_tokens += length
     if batch:
         yield batch
 
