@@ -79,6 +79,7 @@ def _check_elementwise(i, x, analytic, objective, eps, atol, rtol):
     numeric = backend.host.array(
         [_central_difference(x, k, objective, eps) for k in range(x.size)])
     error = abs(analytic - numeric) - (atol + rtol * abs(numeric))
+    error[~backend.host.isfinite(error)] = backend.host.inf  # NaN compares False: count it
     if x.size and error.max() > 0:
         k = int(error.argmax())
         where = tuple(int(j) for j in backend.host.unravel_index(k, x.shape))
@@ -96,7 +97,7 @@ def _check_directions(i, x, analytic, objective, eps, atol, rtol, rng, direction
         step = xp.asarray(direction)
         numeric = _central_difference(x, step, objective, eps)
         predicted = float((analytic.reshape(-1) * step).sum())
-        if abs(predicted - numeric) > atol + rtol * abs(numeric):
+        if not abs(predicted - numeric) <= atol + rtol * abs(numeric):  # NaN fails too
             raise GradcheckError(
                 f"gradcheck: input {i} (shape {x.shape}) directional derivative {d} "
                 f"mismatch: backward gave {predicted:.8g}, central differences gave "

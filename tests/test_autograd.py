@@ -139,6 +139,20 @@ def test_gradcheck_catches_a_missing_transpose():
         mt.gradcheck(WrongMatmul.apply, [x, y])
 
 
+def test_gradcheck_catches_a_nan_gradient():
+    class NanBackward(mt.Function):
+        def forward(self, a):
+            return a * 2
+
+        def backward(self, grad):
+            return grad * float("nan")
+
+    with pytest.raises(mt.GradcheckError):
+        mt.gradcheck(NanBackward.apply, [leaf([1.0, 2.0])])
+    with pytest.raises(mt.GradcheckError):
+        mt.gradcheck(NanBackward.apply, [leaf([1.0, 2.0])], directions=2)
+
+
 def test_gradcheck_needs_float64():
     with pytest.raises(TypeError, match="float64"):
         mt.gradcheck(lambda t: t * 2, [mt.tensor([1.0], requires_grad=True)])
