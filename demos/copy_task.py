@@ -26,8 +26,9 @@ from minitransformer.nn import Transformer, TransformerConfig
 VOCABULARY = Vocabulary("0123456789")
 
 
-def make_parser():
-    parser = common.make_parser(__file__, __doc__, steps=600, batch_size=64, lr=2e-3, warmup=100,
+def make_parser(path=__file__, doc=__doc__):
+    """The flags of this demo (``attention_maps.py`` adds its own)."""
+    parser = common.make_parser(path, doc, steps=600, batch_size=64, lr=2e-3, warmup=100,
                                 d_model=64, layers=2, heads=4)
     parser.add_argument("--task", choices=["reverse", "copy"], default="reverse")
     parser.add_argument("--min-len", type=int, default=3)

@@ -6,6 +6,7 @@ import pathlib
 import re
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +15,9 @@ import minitransformer as mt
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "demos"))
 
+import attention_maps  # noqa: E402
+import brackets  # noqa: E402
+import char_gpt  # noqa: E402
 import common  # noqa: E402
 import copy_task  # noqa: E402
 import date_translation  # noqa: E402
@@ -100,6 +104,100 @@ def test_ordinal_suffixes():
     assert [date_translation.ordinal(d) for d in days] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "30th",
         "31st"]
+
+
+def test_char_gpt(backend, capsys):
+    metrics, out = run_demo(char_gpt, backend, capsys, "--steps", "2", "--batch-size", "4",
+                            "--context", "16", "--eval-windows", "8", "--sample-length", "5")
+    assert "char_gpt.py: backend=" in out and "GPT" in out and "step 2/2 | loss" in out
+    assert "validation loss" in out and "unigram baseline" in out and "samples" in out
+    assert out.count("\nThe ") == 1  # the first prompt and its sample
+    # an untrained model is no better than the character frequencies
+    assert metrics["valid_loss"] > metrics["unigram_baseline"] > 2.0
+
+
+def test_char_gpt_validation_text_is_not_in_the_training_text():
+    train, valid = char_gpt.load_corpus()
+    assert 'The "assert" statement' in valid and 'The "assert" statement' not in train
+    training_paragraphs = set(train.split("\n\n"))
+    assert not any(p in training_paragraphs for p in valid.split("\n\n"))
+    assert 0.03 < len(valid) / (len(train) + len(valid)) < 0.2
+
+
+def test_unigram_baseline_and_windows():
+    ids = np.array([0, 1, 2, 3] * 5)
+    assert char_gpt.unigram_cross_entropy(ids, ids, 4) == pytest.approx(np.log(4))
+    # the +1 smoothing gives an unseen character probability 1 / (20 + 5)
+    assert char_gpt.unigram_cross_entropy(ids, np.array([4]), 5) == pytest.approx(np.log(25))
+    chunks = char_gpt.windows(np.arange(10), 3)
+    np.testing.assert_array_equal(chunks, [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]])
+
+
+def test_brackets(backend, capsys):
+    metrics, out = run_demo(brackets, backend, capsys, "--steps", "3", "--held-out", "20",
+                            "--max-pairs", "4")
+    assert "brackets.py: backend=" in out and "EncoderClassifier" in out
+    assert "step 3/3 | loss" in out and "held-out accuracy:" in out and "balanced" in out
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+@given(st.integers(0, 2 ** 32 - 1), st.integers(2, 8))
+def test_bracket_strings_are_what_they_claim(seed, pairs):
+    rng = np.random.default_rng(seed)
+    text = brackets.random_balanced(rng, pairs)
+    assert len(text) == 2 * pairs and brackets.is_balanced(text)
+    assert len(brackets.corrupt(rng, text)) == len(text)
+    args = brackets.make_parser().parse_args(["--max-pairs", str(pairs)])
+    for balanced in (True, False):
+        example = brackets.random_example(rng, args, balanced)
+        assert brackets.is_balanced(example) == balanced and len(example) <= 2 * pairs
+
+
+def test_is_balanced():
+    for text in ["", "()", "([]{})", "{[()()]}[]"]:
+        assert brackets.is_balanced(text), text
+    for text in ["(", ")(", "([)]", "(]", "(()", "{[}]", "())("]:
+        assert not brackets.is_balanced(text), text
+
+
+def test_brackets_never_trains_on_held_out_strings():
+    # strings of two pairs: 18 balanced ones (2 nestings x 3 x 3 kinds), 8 held out
+    args = brackets.make_parser().parse_args(["--max-pairs", "2", "--held-out", "16",
+                                              "--batch-size", "100"])
+    texts, labels, next_batch = brackets.make_data(args)
+    assert sum(labels) == 8 and all(brackets.is_balanced(t) == l for t, l in zip(texts, labels))
+    drawn = set()
+    for _ in range(10):
+        ids, batch_labels = next_batch()
+        ids, batch_labels = host(ids), host(batch_labels)
+        assert ids[:, 0].tolist() == [common.BOS] * 100 and batch_labels.sum() == 50
+        drawn |= {brackets.VOCABULARY.decode(row) for row in ids.tolist()}
+    assert len({t for t in drawn if brackets.is_balanced(t)}) == 18 - 8
+    assert not drawn & set(texts)
+    with pytest.raises(ValueError, match="hold out fewer"):
+        brackets.make_data(brackets.make_parser().parse_args(["--max-pairs", "2",
+                                                              "--held-out", "19"]))
+
+
+def test_attention_maps(backend, capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    checkpoint, out = tmp_path / "model.npz", tmp_path / "maps"
+    flags = ["--steps", "2", "--checkpoint", str(checkpoint), "--out", str(out),
+             "--text", "3141"]
+    metrics, printed = run_demo(attention_maps, backend, capsys, *flags)
+    assert "saved" in printed and checkpoint.exists() and metrics["images"] == 3
+    names = ["encoder_layer1.png", "decoder_layer1_self.png", "decoder_layer1_cross.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    assert all((out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in names)
+    again, printed = run_demo(attention_maps, backend, capsys, *flags)
+    assert "loaded" in printed and "step 1/" not in printed
+    assert again["output"] == metrics["output"]  # the same model, so the same answer
+
+
+def test_attention_maps_without_matplotlib_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes the import fail
+    with pytest.raises(SystemExit, match=r"pip install -e \"\.\[plot\]\""):
+        attention_maps.main(["--steps", "1"])
 
 
 def test_cupy_flag_without_a_gpu_exits_with_a_clear_message(capsys):
