@@ -51,33 +51,33 @@ def import_pyplot():
 
 
 def trained_model(args):
-    """The model of ``--checkpoint`` if that file exists, else a freshly trained one
-    (saved to ``--checkpoint`` when given)."""
+    """(model, task): the model of ``--checkpoint`` if that file exists (built with the
+    same size flags), else a freshly trained one, saved to ``--checkpoint`` if given."""
     if args.checkpoint and os.path.exists(args.checkpoint):
         model = copy_task.build_model(args)
         saved = load_checkpoint(args.checkpoint, model)
-        print(f"loaded {args.checkpoint}: the {saved['extra']['task']} task after "
-              f"{saved['step']} steps")
-        return model
+        task = saved["extra"]["task"]
+        print(f"loaded {args.checkpoint}: the {task} task after {saved['step']} steps")
+        return model, task
     model, _, _ = copy_task.train_model(args)
     if args.checkpoint:
         save_checkpoint(args.checkpoint, model, step=args.steps, config=model.config,
                         extra={"task": args.task})
         print(f"saved {args.checkpoint}")
-    return model
+    return model, args.task
 
 
 def attend(model, text):
     """Decode ``text`` greedily, then run the model once on its own output so that every
-    attention layer keeps its weights for the whole sequence. Returns the decoded
-    tokens: BOS, the output, EOS (if the model wrote one)."""
+    attention layer keeps its weights for the whole sequence. Returns the decoded ids:
+    BOS, the output, EOS (if the model wrote one)."""
     src = np.asarray([VOCABULARY.encode(text)])
     decoded = generate.greedy(model, np.asarray([[common.BOS]]), len(text) + 1, src=src,
                               eos_id=common.EOS)
     model.eval()
     with no_grad():
         model(common.on_device(src), decoded[:, :-1])
-    return [VOCABULARY.symbols[i] for i in backend.to_numpy(decoded)[0].tolist()]
+    return backend.to_numpy(decoded)[0].tolist()
 
 
 def draw(pyplot, weights, rows, columns, title, path):
@@ -106,12 +106,13 @@ def main(argv=None):
             args.min_len <= len(args.text) <= args.max_len):
         sys.exit(f"attention_maps.py: --text must be {args.min_len} to {args.max_len} "
                  f"digits, got {args.text!r}")
-    model = trained_model(args)
-    tokens = attend(model, args.text)
-    output = "".join(t for t in tokens if len(t) == 1)  # without <s> and </s>
-    print(f"{args.task}: {args.text!r} -> {output!r}")
+    model, task = trained_model(args)
+    ids = attend(model, args.text)
+    output = VOCABULARY.decode(ids)
+    print(f"{task}: {args.text!r} -> {output!r}")
 
     source = list(args.text)
+    tokens = [VOCABULARY.symbols[i] for i in ids]  # <s>, the output digits, </s>
     read = tokens[:-1]  # decoder position i reads token i and writes token i + 1
     rows = [f"writes {token}" for token in tokens[1:]]
     os.makedirs(args.out, exist_ok=True)
@@ -128,7 +129,7 @@ def main(argv=None):
         paths.append(os.path.join(args.out, f"decoder_layer{i + 1}_cross.png"))
         draw(pyplot, layer.cross_attn.attention_weights.numpy()[0], rows, source,
              f"Decoder layer {i + 1} cross-attention: output attending to the source "
-             f"({args.task})", paths[-1])
+             f"({task})", paths[-1])
     return common.finish(args, images=len(paths), output=output)
 
 

@@ -1,19 +1,20 @@
 """Are the brackets balanced? An encoder-only classifier (BERT-style) learns to tell.
 
-``([]{})`` is balanced, ``([)]`` is not. The wrong strings here are made from right ones
-by swapping two brackets, or by changing the kind of one closing bracket, so counting
-brackets is not enough: whether ``)`` is right depends on which bracket is still open,
-which may be far to its left. Self-attention lets each position look anywhere in the
-string; the [CLS] position's summary goes through a pooler to a two-way classifier.
+``([]{})`` is balanced, ``([)]`` is not. Strings hold 2 to 8 pairs of brackets; the
+wrong ones are made from right ones by swapping two brackets, or by changing the kind
+of one closing bracket, so counting brackets is not enough: whether ``)`` is right
+depends on which bracket is still open, which may be far to its left. Self-attention
+lets each position look anywhere in the string; the [CLS] position's summary goes
+through a pooler to a two-way classifier.
 
 What to watch: the loss starts at ln 2 = 0.69 (a coin toss) and stays near it for a
-while before the model finds the structure; held-out accuracy then climbs well above
-the 50% of guessing. The examples show the model's mistakes first.
+while before the model finds the structure; held-out accuracy then climbs from the 50%
+of guessing to about 95%. The examples show the model's mistakes first.
 
 Held-out data: 2000 strings (half balanced) are drawn first; a training string that is
 one of them is redrawn, so the model is scored only on strings it never trained on.
 
-    python demos/brackets.py        # about two minutes on a 2-core CPU
+    python demos/brackets.py        # about two and a half minutes on a 2-core CPU
 """
 import math
 
@@ -30,9 +31,9 @@ VOCABULARY = Vocabulary("".join(PAIRS) + "".join(PAIRS.values()))  # BOS serves 
 
 
 def make_parser():
-    parser = common.make_parser(__file__, __doc__, steps=1200, batch_size=64, lr=1e-3,
+    parser = common.make_parser(__file__, __doc__, steps=3000, batch_size=64, lr=7e-4,
                                 warmup=100, d_model=64, layers=3, heads=4)
-    parser.add_argument("--max-pairs", type=int, default=10, help="longest string / 2")
+    parser.add_argument("--max-pairs", type=int, default=8, help="longest string / 2")
     parser.add_argument("--held-out", type=int, default=2000, help="held-out strings")
     return parser
 

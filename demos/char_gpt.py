@@ -88,11 +88,12 @@ def validation_loss(model, valid_windows, batch_size):
 def main(argv=None):
     args = common.start(make_parser(), argv)
     train_text, valid_text = load_corpus()
-    vocabulary = Vocabulary(train_text + valid_text, specials=False)
+    vocabulary = Vocabulary(train_text + valid_text, specials=False)  # every character
     train_ids = np.asarray(vocabulary.encode(train_text))
     valid_ids = np.asarray(vocabulary.encode(valid_text))
     valid_windows = windows(valid_ids, args.context)[:args.eval_windows]
-    baseline = unigram_cross_entropy(train_ids, valid_ids, len(vocabulary))
+    # the baseline scores exactly the characters that the model will predict
+    baseline = unigram_cross_entropy(train_ids, valid_windows[:, 1:].ravel(), len(vocabulary))
     print(f"corpus: {len(train_ids):,} training and {len(valid_ids):,} validation characters, "
           f"{len(vocabulary)} distinct; unigram baseline {baseline:.3f} nats/char")
 

@@ -10,20 +10,20 @@ import os
 # One BLAS thread unless the environment says otherwise. The demos' matrices are small,
 # so extra threads gain little, while on a busy machine BLAS threads that spin waiting
 # for a core make every matmul 10-20x slower (measured on a shared 2-core CPU). BLAS
-# reads these variables when NumPy loads, so a demo imports this module first.
+# reads these variables when NumPy loads, so they are set before any import below,
+# and a demo imports this module first.
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
-import argparse  # noqa: E402  (after the BLAS settings above)
-import functools  # noqa: E402
-import time  # noqa: E402
+import argparse
+import functools
+import time
 
-import minitransformer as mt  # noqa: E402
-from minitransformer import backend, generate  # noqa: E402
-from minitransformer.functional import cross_entropy  # noqa: E402
-from minitransformer.optim import AdamW, param_groups_for_weight_decay, warmup_cosine  # noqa: E402
-
-np = backend.host  # NumPy: the demos make their data on the host, then move it over
+import minitransformer as mt
+from minitransformer import backend, generate
+from minitransformer.backend import host as np  # NumPy, for the data made on the host
+from minitransformer.functional import cross_entropy
+from minitransformer.optim import AdamW, param_groups_for_weight_decay, warmup_cosine
 
 PAD, BOS, EOS = 0, 1, 2  # the special ids of a Vocabulary; BOS doubles as [CLS]
 
@@ -122,18 +122,18 @@ def seq2seq_batch(sources, targets):
     return on_device(pad(sources)), on_device(pad([[BOS, *t, EOS] for t in targets]))
 
 
-def seq2seq_loss(model, batch, label_smoothing=0.0):
+def seq2seq_loss(model, batch):
     """Teacher forcing: from the target's tokens up to t, predict token t + 1."""
     src, tgt = batch
-    logits = model(src, tgt[:, :-1])
-    return cross_entropy(logits, tgt[:, 1:], ignore_index=PAD, label_smoothing=label_smoothing)
+    return cross_entropy(model(src, tgt[:, :-1]), tgt[:, 1:], ignore_index=PAD)
 
 
 # ---- training and evaluation -----------------------------------------------------------
-def train(model, args, batches, loss_fn, eval_fn=None, weight_decay=0.01):
-    """The recipe of every demo: AdamW (no decay on biases and norms), linear warmup
-    then cosine decay to lr/10, gradient clipping at norm 1, ten progress lines."""
-    optimizer = AdamW(param_groups_for_weight_decay(model, weight_decay), lr=args.lr,
+def train(model, args, batches, loss_fn, eval_fn):
+    """The recipe of every demo: AdamW (weight decay 0.01, none on biases and norms),
+    linear warmup then cosine decay to lr/10, gradient clipping at norm 1, and ten
+    progress lines, each with ``eval_fn(model)``'s held-out metrics."""
+    optimizer = AdamW(param_groups_for_weight_decay(model, 0.01), lr=args.lr,
                       betas=(0.9, 0.98))
     warmup = min(args.warmup, args.steps - 1)  # a smoke run may be shorter than the warmup
     schedule = functools.partial(warmup_cosine, max_lr=args.lr, warmup=warmup,
@@ -158,6 +158,26 @@ def translate(model, sources, max_new_tokens, batch_size=256):
 def exact_match(predictions, targets):
     """The fraction of predictions equal to their target as a whole."""
     return sum(list(p) == list(t) for p, t in zip(predictions, targets)) / len(targets)
+
+
+def exact_match_eval(sources, targets, max_new_tokens, sample=200):
+    """An ``eval_fn`` for ``train``: exact match on the first ``sample`` held-out pairs
+    (a sample, to keep the progress lines cheap)."""
+    def evaluate(model):
+        predictions = translate(model, sources[:sample], max_new_tokens)
+        return {"exact_match": exact_match(predictions, targets[:sample])}
+    return evaluate
+
+
+def report_translations(model, sources, targets, max_new_tokens, vocabulary, count=5):
+    """Translate every held-out source, print the exact match and a few examples, and
+    return the exact match."""
+    predictions = translate(model, sources, max_new_tokens)
+    accuracy = exact_match(predictions, targets)
+    print(f"held-out exact match: {accuracy:.2%} of {len(sources)}")
+    print_examples(*([vocabulary.decode(ids) for ids in column]
+                     for column in (sources, predictions, targets)), count=count)
+    return accuracy
 
 
 def print_examples(inputs, outputs, expected, count=5):

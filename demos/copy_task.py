@@ -84,25 +84,18 @@ def train_model(args):
     """Build and train a model as the command line says; returns it with the held-out
     sources and targets (``attention_maps.py`` reuses this)."""
     held_out, targets, next_batch = make_data(args)
-
-    def held_out_accuracy(model):  # a 200-sequence sample, to keep progress lines cheap
-        predictions = common.translate(model, held_out[:200], args.max_len + 1)
-        return {"exact_match": common.exact_match(predictions, targets[:200])}
-
     model = build_model(args)
     common.describe(model)
-    common.train(model, args, next_batch, seq2seq_loss, held_out_accuracy)
+    common.train(model, args, next_batch, seq2seq_loss,
+                 common.exact_match_eval(held_out, targets, args.max_len + 1))
     return model, held_out, targets
 
 
 def main(argv=None):
     args = common.start(make_parser(), argv)
     model, held_out, targets = train_model(args)
-    predictions = common.translate(model, held_out, args.max_len + 1)
-    accuracy = common.exact_match(predictions, targets)
-    print(f"held-out exact match: {accuracy:.2%} of {len(held_out)} sequences")
-    common.print_examples(*([VOCABULARY.decode(ids) for ids in column]
-                            for column in (held_out, predictions, targets)))
+    accuracy = common.report_translations(model, held_out, targets, args.max_len + 1,
+                                          VOCABULARY)
     return common.finish(args, exact_match=round(accuracy, 4))
 
 

@@ -51,10 +51,6 @@ def styles(date):
             f"{weekday[:3]} {ordinal(d)} {short} {y}"]
 
 
-def iso(date):
-    return date.isoformat()
-
-
 # Every character any style can write: one year has every month, weekday and day of
 # the month; the digits cover every year.
 VOCABULARY = Vocabulary("0123456789-" + "".join(
@@ -77,8 +73,8 @@ def make_data(args):
 
     def example(day):
         date = FIRST_DAY + datetime.timedelta(days=int(day))
-        written = styles(date)[rng.integers(10)]
-        return VOCABULARY.encode(written), VOCABULARY.encode(iso(date))
+        written = str(rng.choice(styles(date)))
+        return VOCABULARY.encode(written), VOCABULARY.encode(date.isoformat())
 
     held_out = [example(day) for day in held_out_days]
 
@@ -102,19 +98,12 @@ def main(argv=None):
     args = common.start(make_parser(), argv)
     sources, targets, next_batch = make_data(args)
     answer_length = len("2021-03-03") + 1  # and EOS
-
-    def held_out_accuracy(model):  # a 200-date sample, to keep progress lines cheap
-        predictions = common.translate(model, sources[:200], answer_length)
-        return {"exact_match": common.exact_match(predictions, targets[:200])}
-
     model = build_model(args)
     common.describe(model)
-    common.train(model, args, next_batch, seq2seq_loss, held_out_accuracy)
-    predictions = common.translate(model, sources, answer_length)
-    accuracy = common.exact_match(predictions, targets)
-    print(f"held-out exact match: {accuracy:.2%} of {len(sources)} dates")
-    common.print_examples(*([VOCABULARY.decode(ids) for ids in column]
-                            for column in (sources, predictions, targets)), count=8)
+    common.train(model, args, next_batch, seq2seq_loss,
+                 common.exact_match_eval(sources, targets, answer_length))
+    accuracy = common.report_translations(model, sources, targets, answer_length,
+                                          VOCABULARY, count=8)
     return common.finish(args, exact_match=round(accuracy, 4))
 
 

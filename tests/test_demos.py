@@ -4,6 +4,7 @@ final metrics. (The full-size runs and their figures are in the README.)"""
 import datetime
 import pathlib
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -39,13 +40,19 @@ def test_copy_task(backend, capsys):
     assert 0.0 <= metrics["exact_match"] <= 1.0 and metrics["wall_time_s"] >= 0
 
 
-def test_copy_task_learns_to_copy(backend, capsys):
-    # Short sequences over a tiny model: learnable in a few seconds, and a broken
-    # model, loss, mask or decoder would leave the accuracy near 0.
-    metrics, _ = run_demo(copy_task, backend, capsys, "--task", "copy", "--steps", "150",
-                          "--min-len", "2", "--max-len", "3", "--held-out", "50",
-                          "--lr", "1e-2", "--warmup", "20", "--d-model", "32")
-    assert metrics["exact_match"] >= 0.9
+def test_copy_task_learns_to_copy(backend):
+    # The real command, in a fresh process (which, unlike this one, sets up one BLAS
+    # thread before NumPy loads). Short sequences and a tiny model learn in seconds; a
+    # broken model, loss, mask or decoder would leave the accuracy near 0.
+    demo = pathlib.Path(copy_task.__file__)
+    run = subprocess.run(
+        [sys.executable, str(demo), "--backend", backend, "--task", "copy", "--steps", "150",
+         "--min-len", "2", "--max-len", "3", "--held-out", "50", "--lr", "1e-2",
+         "--warmup", "20", "--d-model", "32", "--heads", "2", "--layers", "1"],
+        capture_output=True, text=True, timeout=300, check=True)
+    assert "step 150/150" in run.stdout
+    accuracy = float(re.search(r"final: exact_match ([0-9.]+)", run.stdout).group(1))
+    assert accuracy >= 0.9
 
 
 def test_copy_task_never_trains_on_held_out_sequences():
@@ -94,7 +101,6 @@ def test_every_date_style_reads_back_as_the_same_date(date):
     for text, style in zip(written, STYLE_FORMATS):
         plain = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text)
         assert datetime.datetime.strptime(plain, style).date() == date, text
-    assert date_translation.iso(date) == date.strftime("%Y-%m-%d")
     assert date.strftime("%a") in written[-1] and date.strftime("%A") in written[3]
     assert set("".join(written)) <= set(date_translation.VOCABULARY.symbols)
 
