@@ -185,7 +185,20 @@ def rss_child(kind, workload, backend):
     batch = device_batch(kind, make_batch(spec))
     for _ in range(8):
         runner.train_step(*batch)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_rss_of_this_process_mb())
+
+
+def peak_rss_of_this_process_mb():
+    """VmHWM from /proc: unlike ru_maxrss, which Linux carries over from the parent
+    across fork and exec, it counts this process alone."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def torch_available(backend):
