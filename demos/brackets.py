@@ -9,12 +9,12 @@ through a pooler to a two-way classifier.
 
 What to watch: the loss starts at ln 2 = 0.69 (a coin toss) and stays near it for a
 while before the model finds the structure; held-out accuracy then climbs from the 50%
-of guessing to about 95%. The examples show the model's mistakes first.
+of guessing to 95% or more. The examples show the model's mistakes first.
 
 Held-out data: a fixed tenth of all strings, picked by a checksum of the string, is
 never trained on; 2000 of them (half balanced) are the test set.
 
-    python demos/brackets.py        # about two and a half minutes on a 2-core CPU
+    python demos/brackets.py        # about two minutes on a 2-core CPU
 """
 import math
 import zlib

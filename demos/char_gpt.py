@@ -16,7 +16,7 @@ Held-out data: every tenth topic in alphabetical order (``assert``, ``bitwise``,
 about 6% of the text) is validation text; the model never trains on those topics, nor
 is it scored on the paragraphs that they share with training topics.
 
-    python demos/char_gpt.py        # about six minutes on a 2-core CPU
+    python demos/char_gpt.py        # about five minutes on a 2-core CPU
 """
 import math
 
@@ -34,8 +34,10 @@ PROMPTS = ["The ", "A class ", "   >>> "]
 def make_parser():
     parser = common.make_parser(__file__, __doc__, steps=650, batch_size=32, lr=3e-3,
                                 warmup=50, d_model=128, layers=3, heads=4)
-    parser.add_argument("--context", type=int, default=128, help="characters of context")
-    parser.add_argument("--sample-length", type=int, default=200, help="characters per sample")
+    parser.add_argument("--context", type=int, default=128,
+                        help="characters of context (default %(default)s)")
+    parser.add_argument("--sample-length", type=int, default=200,
+                        help="characters per sample (default %(default)s)")
     parser.add_argument("--eval-windows", type=int, default=None,
                         help="validation windows to score (default: the whole text)")
     return parser

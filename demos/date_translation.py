@@ -14,7 +14,7 @@ Held-out data: 1000 calendar days between 1900 and 2099 are set aside, each rend
 in one random style; training draws only from the other 72,000 days, so every
 held-out answer is a date the model never wrote during training.
 
-    python demos/date_translation.py          # about two minutes on a 2-core CPU
+    python demos/date_translation.py   # about two and a half minutes on a 2-core CPU
 """
 import calendar
 import datetime
