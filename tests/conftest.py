@@ -5,10 +5,17 @@ Profiles (pick one with ``pytest --hypothesis-profile=NAME``):
   dev       the default for local runs
   thorough  many examples, for a long local run before a release
 """
-import pytest
-from hypothesis import HealthCheck, settings
+import os
 
-import minitransformer as mt
+# One BLAS thread: the tests' matrices are tiny, and on a busy 2-core machine competing
+# BLAS threads make each matmul many times slower. Set before NumPy is first imported.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+import minitransformer as mt  # noqa: E402
 
 settings.register_profile("ci", max_examples=12, derandomize=True, deadline=None,
                           print_blob=True, suppress_health_check=[HealthCheck.too_slow])
