@@ -189,6 +189,12 @@ class Function:
             out._ctx = fn
         return out
 
+    @property
+    def needs_input_grad(self):
+        """For each input, whether backward must compute its gradient (as in PyTorch's
+        ``ctx.needs_input_grad``): skipping the others saves whole matmuls."""
+        return [t.requires_grad for t in self.inputs]
+
     def forward(self, *arrays, **options):
         raise NotImplementedError
 

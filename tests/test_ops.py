@@ -208,3 +208,11 @@ def test_numpy_array_operand(backend):
     y = x * np.array([3.0, 4.0], dtype=np.float32)
     y.sum().backward()
     np.testing.assert_array_equal(host(x.grad), [3.0, 4.0])
+
+
+@given(pair=broadcastable_pair(lo=0.5, hi=2.0))
+def test_binary_ops_with_one_constant_operand(pair):
+    a, b = pair
+    for op in (lambda x, y: x * y, lambda x, y: x / y, lambda x, y: x ** y):
+        assert mt.gradcheck(op, [leaf(a), leaf(b, requires_grad=False)])
+        assert mt.gradcheck(op, [leaf(a, requires_grad=False), leaf(b)])

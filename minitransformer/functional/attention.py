@@ -4,7 +4,7 @@ import math
 from .. import backend
 from ..autograd import Function, Tensor
 from ..ops.arithmetic import unbroadcast
-from .common import array_like, keep_mask, needs_grad
+from .common import array_like, keep_mask
 
 
 class ScaledDotProductAttention(Function):
@@ -36,7 +36,7 @@ class ScaledDotProductAttention(Function):
         return self.out
 
     def backward(self, grad):
-        needs_q, needs_k, needs_v = needs_grad(self)
+        needs_q, needs_k, needs_v = self.needs_input_grad
         k, v, probs, keep = self.k, self.v, self.probs, self.keep
         gv = None
         if needs_v:

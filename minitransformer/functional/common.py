@@ -3,11 +3,6 @@ from .. import backend
 from ..autograd import Tensor
 
 
-def needs_grad(fn):
-    """For each input of ``fn``: does backward have to compute its gradient?"""
-    return [t.requires_grad for t in fn.inputs]
-
-
 def array_like(value, like):
     """``value`` (a Tensor, an array or a nested list) as an array on the device of ``like``."""
     data = value.data if isinstance(value, Tensor) else value

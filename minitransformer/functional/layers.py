@@ -1,6 +1,6 @@
 """Linear maps, embedding lookups and layer normalisation."""
 from ..autograd import Function, Tensor
-from .common import indices, needs_grad
+from .common import indices
 
 
 class Linear(Function):
@@ -16,7 +16,7 @@ class Linear(Function):
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
-        needs = needs_grad(self) + [False]  # the bias may be absent
+        needs = self.needs_input_grad + [False]  # the bias may be absent
         g2 = grad.reshape(-1, grad.shape[-1])
         gx = (g2 @ self.weight).reshape(self.x_shape) if needs[0] else None
         gw = g2.T @ self.x2 if needs[1] else None
@@ -88,7 +88,7 @@ class LayerNorm(Function):
         return out
 
     def backward(self, grad):
-        needs = needs_grad(self) + [False, False]  # weight and bias may be absent
+        needs = self.needs_input_grad + [False, False]  # weight and bias may be absent
         xhat = self.xhat
         gh = grad if self.weight is None else grad * self.weight
         gx = None

@@ -44,7 +44,9 @@ class Mul(Function):
         return a * b
 
     def backward(self, grad):
-        return unbroadcast(grad * self.b, self.a.shape), unbroadcast(grad * self.a, self.b.shape)
+        needs_a, needs_b = self.needs_input_grad  # e.g. x * 0.5 needs no grad for 0.5
+        return (unbroadcast(grad * self.b, self.a.shape) if needs_a else None,
+                unbroadcast(grad * self.a, self.b.shape) if needs_b else None)
 
 
 class Div(Function):
@@ -55,7 +57,9 @@ class Div(Function):
 
     def backward(self, grad):
         ga = grad / self.b
-        return unbroadcast(ga, self.a.shape), unbroadcast(-ga * self.a / self.b, self.b.shape)
+        needs_b = self.needs_input_grad[1]
+        return (unbroadcast(ga, self.a.shape),
+                unbroadcast(-ga * self.a / self.b, self.b.shape) if needs_b else None)
 
 
 class Neg(Function):
@@ -76,10 +80,14 @@ class Pow(Function):
 
     def backward(self, grad):
         xp = self.xp
-        ga = grad * self.b * self.a ** (self.b - 1)
-        log_a = xp.log(xp.where(self.a > 0, self.a, 1))
-        gb = grad * self.out * log_a
-        return unbroadcast(ga, self.a.shape), unbroadcast(gb, self.b.shape)
+        needs_a, needs_b = self.needs_input_grad
+        ga = gb = None
+        if needs_a:
+            ga = unbroadcast(grad * self.b * self.a ** (self.b - 1), self.a.shape)
+        if needs_b:
+            log_a = xp.log(xp.where(self.a > 0, self.a, 1))
+            gb = unbroadcast(grad * self.out * log_a, self.b.shape)
+        return ga, gb
 
 
 class Exp(Function):
