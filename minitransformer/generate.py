@@ -10,6 +10,7 @@ in a ``KVCache``, so one step costs O(T) instead of recomputing the whole prefix
 
 Token arrays are integer (B, T) backend arrays; all functions run under ``no_grad``.
 """
+import contextlib
 import math
 
 from . import backend
@@ -118,29 +119,36 @@ def sample(model, tokens, max_new_tokens, temperature=1.0, top_k=None, src=None,
     return _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose)
 
 
-def _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose):
+@contextlib.contextmanager
+def _inference(model):
+    """Eval mode and no graph while decoding; yields the model's device and restores
+    its training mode afterwards."""
     was_training = model.training
     model.eval()
     try:
         with no_grad():
-            device = model.parameters()[0].device
-            xp = backend.xp(device)
-            tokens = _as_ids(tokens, device, "tokens")
-            src = None if src is None else _as_ids(src, device, "src")
-            stepper = _stepper(model, src, use_cache)
-            done = xp.zeros(tokens.shape[0], dtype=bool)
-            for _ in range(max_new_tokens):
-                logits = stepper.logits(tokens)
-                new = logits.argmax(axis=-1) if choose is None else choose(logits, xp)
-                if eos_id is not None:
-                    new = xp.where(done, eos_id, new)
-                    done |= new == eos_id
-                tokens = _append(tokens, new, xp)
-                if eos_id is not None and bool(done.all()):
-                    break
-            return tokens
+            yield model.parameters()[0].device
     finally:
         model.train(was_training)
+
+
+def _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose):
+    with _inference(model) as device:
+        xp = backend.xp(device)
+        tokens = _as_ids(tokens, device, "tokens")
+        src = None if src is None else _as_ids(src, device, "src")
+        stepper = _stepper(model, src, use_cache)
+        done = xp.zeros(tokens.shape[0], dtype=bool)
+        for _ in range(max_new_tokens):
+            logits = stepper.logits(tokens)
+            new = logits.argmax(axis=-1) if choose is None else choose(logits, xp)
+            if eos_id is not None:
+                new = xp.where(done, eos_id, new)
+                done |= new == eos_id
+            tokens = _append(tokens, new, xp)
+            if eos_id is not None and bool(done.all()):
+                break
+        return tokens
 
 
 def length_penalty(length, alpha):
@@ -158,20 +166,15 @@ def beam_search(model, tokens, max_new_tokens, beam_size=4, alpha=0.6, src=None,
     with ``eos_id``) and scores (B,): each hypothesis's summed log-probability divided by
     ``length_penalty(generated length, alpha)``, the quantity the search ranks by.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            return _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src,
-                                eos_id, use_cache)
-    finally:
-        model.train(was_training)
-
-
-def _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src, eos_id, use_cache):
     if beam_size < 1:
         raise ValueError(f"beam_search: beam_size must be >= 1, got {beam_size}")
-    device = model.parameters()[0].device
+    with _inference(model) as device:
+        return _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src, eos_id,
+                            use_cache, device)
+
+
+def _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src, eos_id, use_cache,
+                 device):
     xp = backend.xp(device)
     tokens = _as_ids(tokens, device, "tokens")
     batch, K = tokens.shape[0], beam_size
