@@ -11,22 +11,15 @@ words, get vectors with a large dot product (their cosine similarity).
 
 ``--model`` takes any sentence-transformers BERT folder with mean pooling.
 """
-import os
+import argparse
+import sys
+import time
 
-# One BLAS thread unless the environment says otherwise, as in every demo (demos/common.py
-# says why: on a busy machine, BLAS threads waiting for a core slow each matmul down).
-# BLAS reads these variables when NumPy loads, so they are set first.
-for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+import common  # noqa: F401  first: it limits BLAS threads before NumPy loads
+import numpy as np
 
-import argparse  # noqa: E402  (after the BLAS settings above)
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-import minitransformer as mt  # noqa: E402
-from minitransformer.pretrained import load_sentence_encoder, packaged_minilm_path  # noqa: E402
+import minitransformer as mt
+from minitransformer.pretrained import load_sentence_encoder, packaged_minilm_path
 
 SENTENCES = [
     "A man is playing a guitar.",
