@@ -92,6 +92,31 @@ def test_wide_beam_finds_the_most_probable_sequence():
                                rtol=1e-5)
 
 
+def test_beam_scores_count_a_finished_hypothesis_only_up_to_its_eos():
+    # Documented: score = summed log-probability / length_penalty(generated length), where
+    # a hypothesis that produced eos_id ends there (the eos padding after it costs nothing
+    # and adds no length).
+    model = tiny_seq2seq(2)
+    model.eval()
+    with mt.no_grad():
+        model.generator.bias.data[2] += 2.0  # eos likely, so that some rows end early
+    src = np.random.default_rng(2).integers(3, 10, (4, 5))
+    bos = np.ones((4, 1), np.int64)
+    best, score = generate.beam_search(model, bos, 6, beam_size=3, alpha=1.0, src=src,
+                                       eos_id=2)
+    best, score = host(best), host(score)
+    with mt.no_grad():
+        logp = host(mt.functional.log_softmax(model(src, best[:, :-1])).data)
+    ended_early = 0
+    for row, tokens in enumerate(best[:, 1:]):
+        length = (list(tokens).index(2) + 1) if 2 in tokens else len(tokens)
+        ended_early += length < len(tokens)
+        total = sum(logp[row, i, t] for i, t in enumerate(tokens[:length]))
+        np.testing.assert_allclose(score[row], total / generate.length_penalty(length, 1.0),
+                                   rtol=1e-5)
+    assert 0 < ended_early < len(best)  # the case under test happened
+
+
 def test_length_penalty():
     assert generate.length_penalty(1, 0.0) == 1.0
     assert generate.length_penalty(1, 1.0) == 1.0
@@ -114,14 +139,19 @@ def test_sampling_is_seeded_and_respects_top_k():
     np.testing.assert_array_equal(host(generate.sample(model, prompt[:2], 3, top_k=1)), greedy)
 
 
-def test_sampling_follows_the_distribution():
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_sampling_follows_the_distribution(temperature):
     model = tiny_gpt(4, vocab=5)
     model.eval()
+    with mt.no_grad():  # spread the logits (over ~2.5), so that the temperature matters
+        model.token_embedding.weight.data[...] *= 10
     prompt = np.zeros((4000, 1), np.int64)
     mt.manual_seed(0)
-    drawn = host(generate.sample(model, prompt, 1))[:, 1]
+    drawn = host(generate.sample(model, prompt, 1, temperature=temperature))[:, 1]
     with mt.no_grad():
-        expected = host(mt.functional.softmax(model(prompt[:1])).data)[0, -1]
+        logits = host(model(prompt[:1]).data)[0, -1].astype(np.float64)
+    expected = np.exp(logits / temperature - (logits / temperature).max())
+    expected /= expected.sum()
     observed = np.bincount(drawn, minlength=5) / len(drawn)
     np.testing.assert_allclose(observed, expected, atol=0.03)
 

@@ -1,0 +1,176 @@
+"""Forward oracles that need no optional package: every block and model against the same
+computation written out in plain NumPy (``reference.py``), in float64, on random weights
+(LayerNorm gains and shifts included, so that a swapped or skipped one shows).
+
+Gradient checks cannot catch a forward pass that is wrong but self-consistent -- GPT built
+post-LN, BERT's embedding LayerNorm before the positions are added: these tests can."""
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minitransformer as mt
+import reference as ref
+from minitransformer import nn
+
+seeds = st.integers(0, 2**32 - 1)
+activations = st.sampled_from(["relu", "gelu"])
+epsilons = st.sampled_from([1e-5, 1e-2, 0.5])  # a large eps shows where it is added
+
+
+def close(actual, expected):
+    np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-9, atol=1e-10)
+
+
+def prepared(module, seed):
+    """``module`` in float64 and eval mode, every parameter redrawn from N(0, 0.5²)."""
+    module.to(dtype=np.float64).eval()
+    rng = np.random.default_rng(seed)
+    for p in module.parameters():  # tied parameters appear once
+        p.data = mt.tensor(rng.normal(0.0, 0.5, p.shape), device=p.device).data
+    return module
+
+
+def normal(seed, *shape):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def dev(array):
+    return mt.tensor(np.asarray(array)).data
+
+
+@st.composite
+def padded_ids(draw, vocab, batch, length, pad_id=0):
+    """(B, L) ids in [1, vocab), right-padded with ``pad_id``; a row may be all padding."""
+    ids = np.array(draw(st.lists(st.lists(st.integers(1, vocab - 1), min_size=length,
+                                          max_size=length), min_size=batch, max_size=batch)))
+    for row in ids:
+        row[draw(st.integers(0, length)):] = pad_id
+    return ids
+
+
+def key_mask(data, batch, length):
+    lengths = np.array(data.draw(st.lists(st.integers(0, length), min_size=batch,
+                                          max_size=batch)))
+    return np.arange(length)[None, None, None, :] < lengths[:, None, None, None]
+
+
+# ---- layers ------------------------------------------------------------------------------
+
+@given(seed=seeds, dim=st.integers(1, 5), eps=epsilons)
+def test_layer_norm(seed, dim, eps):
+    norm = prepared(nn.LayerNorm(dim, eps), seed)
+    x = normal(seed, 2, 3, dim) * 2 + 1
+    close(norm(mt.tensor(x)), ref.layer_norm(norm, x, eps))
+
+
+@given(seed=seeds, start=st.integers(0, 3), length=st.integers(1, 4), dim=st.integers(1, 5))
+def test_embeddings_and_positions(seed, start, length, dim):
+    table = prepared(nn.Embedding(6, dim, padding_idx=2), seed)
+    ids = np.random.default_rng(seed).integers(0, 6, (2, length))
+    close(table(dev(ids)), ref.weight(table.weight)[ids])
+
+    x = normal(seed, 2, length, dim)
+    sinusoidal = nn.SinusoidalPositionalEncoding(dim, max_len=8)  # stored in float32
+    np.testing.assert_allclose(sinusoidal(mt.tensor(x), start).numpy(),
+                               x + ref.sinusoids(length, dim, start), rtol=0, atol=1e-7)
+    learned = prepared(nn.LearnedPositionalEmbedding(8, dim), seed)
+    close(learned(mt.tensor(x), start),
+          x + ref.weight(learned.weight)[start:start + length])
+
+
+@given(seed=seeds, d_ff=st.integers(1, 5), act=activations)
+def test_feed_forward(seed, d_ff, act):
+    ff = prepared(nn.FeedForward(4, d_ff, dropout=0.1, activation=act), seed)
+    x = normal(seed, 2, 3, 4) * 2
+    close(ff(mt.tensor(x)), ref.feed_forward(ff, x, act))
+
+
+@given(seed=seeds, heads=st.sampled_from([1, 2, 4]), lq=st.integers(1, 4),
+       lk=st.integers(1, 4), causal=st.booleans(), data=st.data())
+def test_multi_head_attention(seed, heads, lq, lk, causal, data):
+    mha = prepared(nn.MultiHeadAttention(4, heads, dropout=0.2), seed)
+    q, kv = normal(seed, 2, lq, 4), normal(seed + 1, 2, lk, 4)
+    mask = key_mask(data, 2, lk)
+    if causal:  # self-attention under a causal mask and padding
+        kv, mask = q, ref.causal(lq) & key_mask(data, 2, lq)
+    close(mha(mt.tensor(q), mt.tensor(kv), mt.tensor(kv), dev(mask)),
+          ref.attention(mha, q, kv, kv, mask, heads))
+
+
+# ---- blocks and stacks -------------------------------------------------------------------
+
+block_settings = st.fixed_dictionaries(dict(
+    norm_first=st.booleans(), activation_name=activations, num_heads=st.sampled_from([1, 2]),
+    eps=epsilons))
+
+
+def block_args(s):
+    return dict(d_model=4, num_heads=s["num_heads"], d_ff=6, dropout=0.1,
+                activation=s["activation_name"], norm_first=s["norm_first"],
+                layer_norm_eps=s["eps"])
+
+
+@given(seed=seeds, s=block_settings, length=st.integers(1, 4), data=st.data())
+def test_encoder_layer_and_encoder(seed, s, length, data):
+    x, mask = normal(seed, 2, length, 4), key_mask(data, 2, length)
+    layer = prepared(nn.EncoderLayer(**block_args(s)), seed)
+    close(layer(mt.tensor(x), dev(mask)), ref.encoder_layer(layer, x, mask, **s))
+    stack = prepared(nn.Encoder(2, **block_args(s)), seed)
+    close(stack(mt.tensor(x), dev(mask)), ref.encoder(stack, x, mask, **s))
+
+
+@given(seed=seeds, s=block_settings, lt=st.integers(1, 4), ls=st.integers(1, 4),
+       data=st.data())
+def test_decoder_layer_and_decoder(seed, s, lt, ls, data):
+    x, memory = normal(seed, 2, lt, 4), normal(seed + 1, 2, ls, 4)
+    self_mask, memory_mask = ref.causal(lt), key_mask(data, 2, ls)
+    args = (mt.tensor(x), mt.tensor(memory), dev(self_mask), dev(memory_mask))
+    layer = prepared(nn.DecoderLayer(**block_args(s)), seed)
+    close(layer(*args), ref.decoder_layer(layer, x, memory, self_mask, memory_mask, **s))
+    stack = prepared(nn.Decoder(2, **block_args(s)), seed)
+    close(stack(*args), ref.decoder(stack, x, memory, self_mask, memory_mask, **s))
+
+
+# ---- models ------------------------------------------------------------------------------
+
+@settings(max_examples=8)
+@given(seed=seeds, norm_first=st.booleans(), act=activations, tie=st.booleans(),
+       pad=st.sampled_from([0, None]), data=st.data())
+def test_transformer(seed, norm_first, act, tie, pad, data):
+    model = prepared(nn.Transformer(nn.TransformerConfig(
+        src_vocab_size=7, tgt_vocab_size=9, d_model=4, num_heads=2, num_encoder_layers=2,
+        num_decoder_layers=2, d_ff=6, activation=act, norm_first=norm_first,
+        layer_norm_eps=1e-3, max_len=8, pad_id=pad, tie_output_embedding=tie)), seed)
+    src, tgt = data.draw(padded_ids(7, 2, 4)), data.draw(padded_ids(9, 2, 3))
+    tgt[:, 0] = 1
+    close(model(dev(src), dev(tgt)), ref.transformer(model, src, tgt))
+
+
+@settings(max_examples=8)
+@given(seed=seeds, length=st.integers(1, 5), act=activations)
+def test_gpt(seed, length, act):
+    model = prepared(nn.GPT(nn.GPTConfig(vocab_size=11, max_len=6, d_model=4, num_heads=2,
+                                         num_layers=2, d_ff=6, activation=act,
+                                         layer_norm_eps=1e-3)), seed)
+    ids = np.random.default_rng(seed).integers(0, 11, (2, length))
+    close(model(dev(ids)), ref.gpt(model, ids))
+
+
+@settings(max_examples=8)
+@given(seed=seeds, types=st.sampled_from([0, 2]), explicit_mask=st.booleans(),
+       data=st.data())
+def test_encoder_classifier(seed, types, explicit_mask, data):
+    model = prepared(nn.EncoderClassifier(nn.EncoderClassifierConfig(
+        vocab_size=13, max_len=6, type_vocab_size=types, d_model=4, num_heads=2,
+        num_layers=2, d_ff=6, layer_norm_eps=1e-3, num_classes=3)), seed)
+    ids = data.draw(padded_ids(13, 2, 5))
+    ids[:, 0] = 1  # [CLS]
+    token_types = (np.arange(5) >= 2).astype(np.int64)[None].repeat(2, 0) if types else None
+    attention_mask = None
+    if explicit_mask:  # Hugging Face's 0/1 mask, which need not follow pad_id
+        attention_mask = (np.arange(5)[None] < np.array([[2], [5]])).astype(np.int64)
+    kwargs = dict(attention_mask=attention_mask, token_type_ids=token_types)
+    device_kwargs = {k: None if v is None else dev(v) for k, v in kwargs.items()}
+    close(model.encode(dev(ids), **device_kwargs),
+          ref.encoder_classifier_hidden(model, ids, **kwargs))
+    close(model(dev(ids), **device_kwargs), ref.encoder_classifier(model, ids, **kwargs))
