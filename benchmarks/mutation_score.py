@@ -84,8 +84,9 @@ def run_mutant(copy, mutant, env, timeout):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help="run the mutants whose description or file "
-                                       "contains this text (case-insensitive)")
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="run only the mutants whose description or file contains "
+                             "TEXT (case-insensitive); may be repeated")
     parser.add_argument("--without-torch", action="store_true",
                         help="hide torch from the tests, so its oracle tests skip")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per pytest run")
@@ -95,9 +96,9 @@ def main():
 
     planted = [(m, False) for m in MUTANTS] + [(m, True) for m in HARMLESS]
     if args.only:
-        needle = args.only.lower()
-        planted = [(m, h) for m, h in planted
-                   if needle in m.description.lower() or needle in m.file.lower()]
+        needles = [text.lower() for text in args.only]
+        planted = [(m, h) for m, h in planted if any(
+            n in m.description.lower() or n in m.file.lower() for n in needles)]
     stale_ones = [(m, why) for m, _ in planted if (why := stale(m))]
     for m, why in stale_ones:
         print(f"STALE  {m.description}: {why}")

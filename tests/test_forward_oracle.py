@@ -89,12 +89,12 @@ def test_feed_forward(seed, d_ff, act):
        lk=st.integers(1, 4), causal=st.booleans(), data=st.data())
 def test_multi_head_attention(seed, heads, lq, lk, causal, data):
     mha = prepared(nn.MultiHeadAttention(4, heads, dropout=0.2), seed)
-    q, kv = normal(seed, 2, lq, 4), normal(seed + 1, 2, lk, 4)
+    q, k, v = normal(seed, 2, lq, 4), normal(seed + 1, 2, lk, 4), normal(seed + 2, 2, lk, 4)
     mask = key_mask(data, 2, lk)
     if causal:  # self-attention under a causal mask and padding
-        kv, mask = q, ref.causal(lq) & key_mask(data, 2, lq)
-    close(mha(mt.tensor(q), mt.tensor(kv), mt.tensor(kv), dev(mask)),
-          ref.attention(mha, q, kv, kv, mask, heads))
+        k, v, mask = q, q, ref.causal(lq) & key_mask(data, 2, lq)
+    close(mha(mt.tensor(q), mt.tensor(k), mt.tensor(v), dev(mask)),
+          ref.attention(mha, q, k, v, mask, heads))
 
 
 # ---- blocks and stacks -------------------------------------------------------------------

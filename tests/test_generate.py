@@ -53,14 +53,24 @@ def test_seq2seq_cache_gives_the_same_tokens(seed):
                                       host(search(use_cache=False)))
 
 
-def test_greedy_stops_rows_at_eos():
-    model = tiny_seq2seq(3)
-    out = host(generate.greedy(model, np.ones((2, 1), np.int64), 6,
-                               src=np.array([[3, 4, 5], [6, 7, 8]]), eos_id=2))
-    for row in out:
-        hits = np.flatnonzero(row == 2)
-        if hits.size:
-            assert (row[hits[0]:] == 2).all()
+def test_greedy_rows_keep_eos_once_they_produce_it():
+    model = tiny_gpt(0, vocab=5)
+    model.eval()
+    rng = np.random.default_rng(0)
+    for p in model.parameters():  # large random weights: varied tokens, not one repeated
+        p.data = mt.tensor(rng.normal(0.0, 1.0, p.shape).astype(np.float32)).data
+    prompt = (np.arange(8) % 5)[:, None]
+    free = host(generate.greedy(model, prompt, 6))
+    stopped = host(generate.greedy(model, prompt, 6, eos_id=1))
+    assert stopped.shape == free.shape  # some rows never produce eos: no early stop
+    went_on = 0
+    for row, (f, s) in enumerate(zip(free, stopped)):
+        hits = np.flatnonzero(f[1:] == 1)
+        end = len(f) if not hits.size else 2 + hits[0]  # up to and including the eos
+        np.testing.assert_array_equal(s[:end], f[:end], err_msg=f"row {row}")
+        assert (s[end:] == 1).all(), f"row {row} went on after eos: {s}"
+        went_on += bool((f[end:] != 1).any())
+    assert went_on  # without eos_id some row would have gone on: the case under test
 
 
 def test_beam_of_one_is_greedy():
