@@ -150,6 +150,34 @@ def test_cross_entropy_all_ignored_torch_gives_nan_ours_zero():
     assert F.cross_entropy(leaf(logits), targets, ignore_index=-100).item() == 0.0
 
 
+@given(data=st.data(), lead=st.sampled_from([(3,), (2, 3)]), classes=st.integers(1, 5),
+       smoothing=st.sampled_from([0.0, 0.2]))
+def test_cross_entropy_with_probability_targets(data, lead, classes, smoothing):
+    logits = data.draw(arrays((*lead, classes), -10, 10))
+    weights = data.draw(arrays((*lead, classes), 0, 1)) + 1e-3
+    targets = weights / weights.sum(axis=-1, keepdims=True)
+
+    def reference(z):
+        move = (lambda a: a.movedim(-1, 1)) if len(lead) == 2 else (lambda a: a)
+        return TF.cross_entropy(move(z), move(torch.tensor(targets)),
+                                label_smoothing=smoothing)
+    matches_torch(lambda z: F.cross_entropy(z, targets, label_smoothing=smoothing),
+                  reference, [logits])
+
+
+@given(data=st.data(), shape=st.sampled_from([(4, 5), (2, 3, 4)]),
+       temperature=st.sampled_from([0.5, 1.0, 3.0]))
+def test_distillation_loss_is_scaled_kl_div(data, shape, temperature):
+    student, teacher = (data.draw(arrays(shape, -10, 10)) for _ in range(2))
+
+    def reference(s, t):  # batchmean divides by the first dimension: flatten the rows
+        s, t = (a.reshape(-1, shape[-1]) / temperature for a in (s, t))
+        return temperature ** 2 * TF.kl_div(TF.log_softmax(s, -1), TF.log_softmax(t, -1),
+                                            reduction="batchmean", log_target=True)
+    matches_torch(lambda s, t: F.distillation_loss(s, t, temperature), reference,
+                  [student, teacher])
+
+
 def test_float32_gelu_matches_torch():
     """The float32 erf path (no float64 detour) stays within float32 noise of torch."""
     a = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32) * 3
