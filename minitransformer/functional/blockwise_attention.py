@@ -38,9 +38,10 @@ gets output 0 and lse = +inf (then every P of the row is 0 in the backward pass 
 import math
 
 from .. import backend
-from ..autograd import Function, Tensor
+from ..autograd import Function
 from ..ops.arithmetic import unbroadcast
-from .common import array_like, keep_mask
+from .attention import check_attention_arguments
+from .common import keep_mask
 
 
 def _tiles(lq, lk, block, causal):
@@ -155,43 +156,20 @@ def blockwise_attention(q, k, v, mask=None, bias=None, causal=False, dropout_p=0
 
     ``mask``: boolean, True = may attend, broadcastable to (..., Lq, Lk).
     ``bias``: a float Tensor or array added to the scores, broadcastable to (..., Lq, Lk);
-    differentiable when it is a Tensor that requires grad.
+    differentiable when it is a Tensor that requires grad. k and v may have fewer heads
+    than q (grouped-query attention), as in ``scaled_dot_product_attention``.
     ``causal``: query r attends to keys up to r + Lk - Lq (queries aligned to the end of
     the keys); tiles entirely above that diagonal are skipped, not computed.
     Dropout with ``dropout_p`` acts on the weights while ``training`` (NumPy only: the
     backward pass replays the generator). No weights are returned: they never exist whole.
     """
     name = "blockwise_attention"
-    for arg, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor) or t.ndim < 2:
-            raise ValueError(f"{name}: {arg} must be a Tensor of shape (..., length, dim), "
-                             f"got {getattr(t, 'shape', type(t).__name__)}")
-    if k.shape[-1] != q.shape[-1] or v.shape[-2] != k.shape[-2]:
-        raise ValueError(f"{name}: expected q (..., Lq, Dk), k (..., Lk, Dk), v (..., Lk, "
-                         f"Dv), got q {q.shape}, k {k.shape}, v {v.shape}")
     if not (isinstance(block_size, int) and block_size > 0):
         raise ValueError(f"{name}: block_size must be a positive integer, got {block_size!r}")
-    if not 0 <= dropout_p < 1:
-        raise ValueError(f"{name}: dropout_p must be in [0, 1), got {dropout_p}")
-    try:
-        batch = backend.host.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except ValueError:
-        raise ValueError(f"{name}: the leading dims of q {q.shape}, k {k.shape} and "
-                         f"v {v.shape} do not broadcast") from None
-    scores = batch + (q.shape[-2], k.shape[-2])
-    for arg, extra in (("mask", mask), ("bias", bias)):
-        if extra is None:
-            continue
-        expected = "b" if arg == "mask" else "f"
-        if getattr(getattr(extra, "dtype", None), "kind", None) != expected:
-            raise TypeError(f"{name}: {arg} must be {'boolean' if arg == 'mask' else 'float'}"
-                            f", got {getattr(extra, 'dtype', type(extra).__name__)}")
-        if extra.ndim > len(scores) or any(m not in (1, n) for m, n in
-                                           zip(extra.shape[::-1], scores[::-1])):
-            raise ValueError(f"{name}: {arg} has shape {extra.shape}, expected one that "
-                             f"broadcasts to the scores' (..., Lq, Lk) = {scores}")
-    if mask is not None:
-        mask = array_like(mask, q)
+    q, k, v, mask, bias, groups = check_attention_arguments(name, q, k, v, mask, bias,
+                                                            dropout_p)
     inputs = (q, k, v) if bias is None else (q, k, v, bias)
-    return BlockwiseAttention.apply(*inputs, mask=mask, causal=causal, block=block_size,
-                                    dropout_p=dropout_p if training else 0.0)
+    out = BlockwiseAttention.apply(*inputs, mask=mask, causal=causal, block=block_size,
+                                   dropout_p=dropout_p if training else 0.0)
+    # grouped heads (..., H_kv, G, L, D) back to (..., H, L, D)
+    return out if groups == 1 else out.reshape(*out.shape[:-4], -1, *out.shape[-2:])
