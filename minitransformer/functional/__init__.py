@@ -11,13 +11,15 @@ Shapes follow the house conventions: batch first, features last, attention score
 
 Read the modules in this order: ``activations`` (softmax, log_softmax, relu, gelu with
 its erf, dropout), ``layers`` (linear, embedding, layer_norm), ``attention``
-(scaled_dot_product_attention), ``losses`` (cross_entropy); ``common`` holds their
+(scaled_dot_product_attention), ``losses`` (cross_entropy,
+distillation_loss); ``common`` holds their
 small shared helpers.
 """
 from .activations import dropout, erf, gelu, log_softmax, relu, softmax
 from .attention import scaled_dot_product_attention
 from .layers import embedding, layer_norm, linear
-from .losses import cross_entropy
+from .losses import cross_entropy, distillation_loss
 
 __all__ = ["softmax", "log_softmax", "relu", "gelu", "erf", "dropout", "linear", "embedding",
-           "layer_norm", "scaled_dot_product_attention", "cross_entropy"]
+           "layer_norm", "scaled_dot_product_attention", "cross_entropy",
+           "distillation_loss"]
