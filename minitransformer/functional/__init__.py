@@ -15,11 +15,13 @@ its erf, dropout), ``layers`` (linear, embedding, layer_norm), ``attention``
 distillation_loss); ``common`` holds their
 small shared helpers.
 """
-from .activations import dropout, erf, gelu, log_softmax, relu, softmax
+from .activations import dropout, erf, gelu, log_softmax, relu, silu, softmax
 from .attention import scaled_dot_product_attention
 from .layers import embedding, layer_norm, linear
 from .losses import cross_entropy, distillation_loss
+from .norms import rms_norm
+from .positions import rotary_embedding
 
-__all__ = ["softmax", "log_softmax", "relu", "gelu", "erf", "dropout", "linear", "embedding",
-           "layer_norm", "scaled_dot_product_attention", "cross_entropy",
-           "distillation_loss"]
+__all__ = ["softmax", "log_softmax", "relu", "silu", "gelu", "erf", "dropout", "linear",
+           "embedding", "layer_norm", "rms_norm", "rotary_embedding",
+           "scaled_dot_product_attention", "cross_entropy", "distillation_loss"]
