@@ -88,6 +88,8 @@ class MultiHeadAttention(Module):
     may attend to nothing gets a zero output, not NaN.
     ``bias``: float, broadcastable to (B, H, Lq, Lk), added to the attention scores
     (ALiBi, T5's relative position bias).
+    ``rotary_base``: rotate queries and keys by their positions (RoPE, with this base;
+    self-attention only). Positions continue after the ``cache``'s.
     ``cache``: an ``AttentionCache``. Self-attention appends this call's keys and values
     to it and attends over all of them; a static (cross-attention) cache computes them
     from ``key``/``value`` once and then ignores those arguments.
@@ -102,7 +104,7 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, d_model, num_heads, dropout=0.0, bias=True, num_kv_heads=None,
-                 attention="plain", block_size=128):
+                 rotary_base=None, attention="plain", block_size=128):
         if not isinstance(num_heads, int) or num_heads <= 0 or d_model % num_heads:
             raise ValueError(f"MultiHeadAttention: num_heads={num_heads!r} must be a positive "
                              f"integer dividing d_model={d_model}")
@@ -112,6 +114,7 @@ class MultiHeadAttention(Module):
                              f"positive integer dividing num_heads={num_heads}")
         self.d_model, self.num_heads, self.dropout = d_model, num_heads, dropout
         self.num_kv_heads, self.head_dim = num_kv_heads, d_model // num_heads
+        self.rotary_base = rotary_base
         self.use_attention(attention, block_size)
         self.w_q = Linear(d_model, d_model, bias)
         self.w_k = Linear(d_model, num_kv_heads * self.head_dim, bias)
@@ -132,10 +135,12 @@ class MultiHeadAttention(Module):
     def forward(self, query, key, value, mask=None, cache=None, bias=None):
         self._check_inputs(query, key, value, cache)
         q = self._split_heads(self.w_q(query), self.num_heads)
+        start = 0 if cache is None else len(cache)
+        q = self._rotate(q, start)
         if cache is not None and cache.static and cache.keys is not None:
             k, v = cache.keys, cache.values
         else:
-            k = self._split_heads(self.w_k(key), self.num_kv_heads)
+            k = self._rotate(self._split_heads(self.w_k(key), self.num_kv_heads), start)
             v = self._split_heads(self.w_v(value), self.num_kv_heads)
             if cache is not None:
                 k, v = cache.update(k, v)
@@ -151,6 +156,13 @@ class MultiHeadAttention(Module):
                 q, k, v, mask, dropout_p=self.dropout, training=self.training, bias=bias)
         self.attention_weights = weights  # already without a graph
         return self.w_o(self._merge_heads(out))
+
+    def _rotate(self, x, start):
+        """RoPE for x (B, heads, L, D/H) at positions start .. start + L - 1."""
+        if self.rotary_base is None:
+            return x
+        positions = x.xp.arange(start, start + x.shape[2])
+        return F.rotary_embedding(x, positions, self.rotary_base)
 
     def _split_heads(self, x, heads):
         """(B, L, heads * D/H) -> (B, heads, L, D/H): a view and a transpose, no copy."""
