@@ -24,8 +24,9 @@ class Recompute(Function):
 
     def backward(self, grad):
         inputs = [Tensor(t.data, requires_grad=t.requires_grad) for t in self.inputs]
+        args = iter(inputs)
         with no_grad(enabled=True), backend.rng_replay(self.rng_mark, self.device):
-            out = self.fn(*inputs)
+            out = self.fn(*(None if a is None else next(args) for a in self.args))
         out.backward(grad)
         return tuple(t.grad for t in inputs)
 
@@ -33,17 +34,23 @@ class Recompute(Function):
 def recompute(fn, *tensors):
     """``fn(*tensors)`` (a Tensor), without keeping the graph inside ``fn``: it is
     rebuilt during the backward pass. ``fn`` must be deterministic apart from its random
-    draws (dropout), which are replayed. Any other arguments ``fn`` needs (masks, flags)
-    go in a closure, e.g. ``recompute(lambda h: block(h, mask), x)``."""
+    draws (dropout), which are replayed. Every Tensor with a graph that ``fn`` reads must
+    be one of ``tensors`` (None entries are passed on as None); parameters and other
+    arguments (masks, flags) may come from a closure, e.g.
+    ``recompute(lambda h: block(h, mask), x)``."""
+    inputs = [t for t in tensors if t is not None]
+    if not all(isinstance(t, Tensor) for t in inputs) or not inputs:
+        raise TypeError(f"recompute: tensors must be Tensors (or None), at least one, got "
+                        f"{[type(t).__name__ for t in tensors]}")
     if not is_grad_enabled():
         return fn(*tensors)
-    device = tensors[0].device
+    device = inputs[0].device
     rng_mark = backend.rng_fork(device)
     out = fn(*tensors)  # its graph is dropped on return; built only to learn requires_grad
     if not out.requires_grad:
         return out
     node = Recompute()
-    node.xp, node.inputs, node.fn = out.xp, tensors, fn
+    node.xp, node.inputs, node.args, node.fn = out.xp, inputs, tensors, fn
     node.rng_mark, node.device = rng_mark, device
     result = Tensor(out.data, requires_grad=True)
     result._ctx = node
