@@ -98,28 +98,11 @@ def _group_heads(x, groups):
     return x.reshape(*x.shape[:-3], x.shape[-3] // groups, groups, *x.shape[-2:])
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True,
-                                 bias=None):
-    """Attention of queries q (..., Lq, Dk) over keys k (..., Lk, Dk) with values
-    v (..., Lk, Dv), scores scaled by 1/sqrt(Dk); leading dims broadcast, e.g. (B, H).
-
-    ``mask``: boolean, True = may attend (as in torch.nn.functional's
-    scaled_dot_product_attention; torch.nn.MultiheadAttention uses the opposite),
-    broadcastable to (..., Lq, Lk). A query with no key to attend to gets all-zero
-    weights and output. While ``training``, dropout with ``dropout_p`` acts on the weights.
-    ``bias``: a float Tensor (differentiable) or array, broadcastable to (..., Lq, Lk),
-    added to the scaled scores before the softmax (ALiBi, T5's relative positions; a
-    float ``attn_mask`` in PyTorch).
-
-    Grouped-query attention: k and v may have H_kv heads (axis -3) where q has H, a
-    multiple; query head h reads key/value head h // (H // H_kv) (PyTorch's
-    ``enable_gqa=True``). Multi-query attention is H_kv = 1, plain broadcasting.
-
-    Returns ``(output, weights)``: output (..., Lq, Dv) is differentiable; weights
-    (..., Lq, Lk) are the softmax probabilities before dropout, a Tensor outside the
-    graph (for inspection and plots: gradients flow through ``output`` only).
-    """
-    name = "scaled_dot_product_attention"
+def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
+    """Check the arguments of an attention function (``name``) and return
+    ``(q, k, v, mask, bias, groups)`` ready for its Function: the mask as an array, the
+    bias as a Tensor, and with grouped-query heads (``groups`` > 1) the head axis split
+    as ``_group_heads`` does."""
     for arg, t in (("q", q), ("k", k), ("v", v)):
         if t.ndim < 2:
             raise ValueError(f"{name}: {arg} must have at least 2 dims (..., length, dim), "
@@ -156,6 +139,32 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=Tru
     if groups > 1:
         q, k, v = _group_heads(q, groups), _group_heads(k, 1), _group_heads(v, 1)
         mask, bias = _group_heads(mask, groups), _group_heads(bias, groups)
+    return q, k, v, mask, bias, groups
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True,
+                                 bias=None):
+    """Attention of queries q (..., Lq, Dk) over keys k (..., Lk, Dk) with values
+    v (..., Lk, Dv), scores scaled by 1/sqrt(Dk); leading dims broadcast, e.g. (B, H).
+
+    ``mask``: boolean, True = may attend (as in torch.nn.functional's
+    scaled_dot_product_attention; torch.nn.MultiheadAttention uses the opposite),
+    broadcastable to (..., Lq, Lk). A query with no key to attend to gets all-zero
+    weights and output. While ``training``, dropout with ``dropout_p`` acts on the weights.
+    ``bias``: a float Tensor (differentiable) or array, broadcastable to (..., Lq, Lk),
+    added to the scaled scores before the softmax (ALiBi, T5's relative positions; a
+    float ``attn_mask`` in PyTorch).
+
+    Grouped-query attention: k and v may have H_kv heads (axis -3) where q has H, a
+    multiple; query head h reads key/value head h // (H // H_kv) (PyTorch's
+    ``enable_gqa=True``). Multi-query attention is H_kv = 1, plain broadcasting.
+
+    Returns ``(output, weights)``: output (..., Lq, Dv) is differentiable; weights
+    (..., Lq, Lk) are the softmax probabilities before dropout, a Tensor outside the
+    graph (for inspection and plots: gradients flow through ``output`` only).
+    """
+    q, k, v, mask, bias, groups = check_attention_arguments(
+        "scaled_dot_product_attention", q, k, v, mask, bias, dropout_p)
     weights = []
     out = ScaledDotProductAttention.apply(
         *(t for t in (q, k, v, bias) if t is not None), mask=mask, weights_out=weights,
