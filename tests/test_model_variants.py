@@ -17,7 +17,7 @@ variants = st.fixed_dictionaries(dict(
     positions=st.sampled_from(nn.models.GPT_POSITIONS),
     activation=st.sampled_from(["gelu", "relu", "swiglu", "geglu"]),
     num_kv_heads=st.sampled_from([None, 1, 2]),
-    bias=st.booleans()))
+    bias=st.booleans(), recompute=st.booleans()))
 
 
 def variant_gpt(seed, variant, **overrides):
