@@ -8,6 +8,7 @@ Masks are boolean, True = may attend, broadcastable to (B, H, Lq, Lk). (This is 
 convention of ``torch.nn.functional.scaled_dot_product_attention``;
 ``torch.nn.MultiheadAttention`` uses the opposite one, True = blocked.)
 """
+from .. import arguments
 from .. import functional as F
 from ..ops import concatenate
 from .checks import check_device, check_features, check_mask
@@ -91,7 +92,9 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
-        if not isinstance(num_heads, int) or num_heads <= 0 or d_model % num_heads:
+        d_model = arguments.positive_integer("MultiHeadAttention", "d_model", d_model)
+        num_heads = arguments.positive_integer("MultiHeadAttention", "num_heads", num_heads)
+        if d_model % num_heads:
             raise ValueError(f"MultiHeadAttention: num_heads={num_heads!r} must be a positive "
                              f"integer dividing d_model={d_model}")
         self.d_model, self.num_heads, self.dropout = d_model, num_heads, dropout

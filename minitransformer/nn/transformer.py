@@ -10,6 +10,7 @@ since the residual stream itself is never normalised. The layout, names and defa
 follow ``torch.nn.TransformerEncoderLayer`` / ``TransformerDecoderLayer``
 (batch_first=True), so weights can be copied across one to one.
 """
+from .. import arguments
 from .. import functional as F
 from .attention import MultiHeadAttention
 from .layers import Dropout, LayerNorm, Linear
@@ -110,8 +111,7 @@ class DecoderLayer(Module):
 
 
 def _check_num_layers(owner, num_layers):
-    if not isinstance(num_layers, int) or num_layers <= 0:
-        raise ValueError(f"{owner}: num_layers must be a positive integer, got {num_layers!r}")
+    arguments.positive_integer(owner, "num_layers", num_layers)
 
 
 class Encoder(Module):

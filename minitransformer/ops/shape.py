@@ -18,8 +18,7 @@ class Transpose(Function):
     """permute axes by ``axes`` (all axes reversed when None). The gradient is permuted
     by the inverse permutation."""
     def forward(self, a, axes=None):
-        self.axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(
-            ax % a.ndim for ax in axes)
+        self.axes = tuple(reversed(range(a.ndim))) if axes is None else axes
         if sorted(self.axes) != list(range(a.ndim)):
             raise ValueError(f"transpose: axes {axes} are not a permutation of "
                              f"{a.ndim} dims")
