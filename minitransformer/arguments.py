@@ -18,9 +18,11 @@ def integer(owner, name, value, low=None, high=None):
                         f"({type(value).__name__})")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = (f">= {low}" if high is None else f"<= {high}" if low is None
-                  else f"in [{low}, {high}]")
-        raise ValueError(f"{owner}: {name} must be an integer {bounds}, got {value}")
+        expected = ("a positive integer" if (low, high) == (1, None) else
+                    f"an integer >= {low}" if high is None else
+                    f"an integer <= {high}" if low is None else
+                    f"an integer in [{low}, {high}]")
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
     return value
 
 
