@@ -1,6 +1,6 @@
 """minitransformer: a small, readable autograd engine and every Transformer part on it.
 
-Read it in this order: backend -> autograd -> ops -> gradcheck -> functional -> masks
+Read it in this order: arguments, backend -> autograd -> ops -> gradcheck -> functional -> masks
 -> nn -> optim -> train, checkpoint, generate -> pretrained.
 """
 from . import functional, generate, masks, nn, ops, optim, pretrained

@@ -214,10 +214,13 @@ class Function:
     Subclasses implement ``forward(self, *arrays, **options) -> array`` and
     ``backward(self, grad) -> gradient or tuple of gradients``, one per input (``None``
     for inputs that need none). State that backward needs is saved on ``self``;
-    ``self.xp`` is the array module (numpy or cupy) of the inputs.
+    ``self.xp`` is the array module (numpy or cupy) of the inputs. An op whose backward
+    needs only shapes sets ``saves_values = False``: changing its inputs in place
+    afterwards is then harmless, and not checked.
     """
 
     inputs = ()
+    saves_values = True  # False for ops whose backward needs only shapes (add, sum, ...)
 
     @classmethod
     def apply(cls, *inputs, **options):
@@ -228,9 +231,10 @@ class Function:
         if is_grad_enabled() and any(t.requires_grad for t in tensors):
             out.requires_grad = True
             fn.inputs = tensors
-            fn.versions = [t._version for t in tensors]
-            fn.checksums = [(i, t.data, _checksum(t.data))
-                            for i, t in enumerate(tensors) if t._ctx is None]
+            if cls.saves_values:
+                fn.versions = [t._version for t in tensors]
+                fn.checksums = [(i, t.data, _checksum(t.data))
+                                for i, t in enumerate(tensors) if t._ctx is None]
             out._ctx = fn
         return out
 
@@ -242,6 +246,8 @@ class Function:
         for leaves the array's checksum is compared as well: it works on NumPy and CuPy
         alike (NumPy's ``writeable=False`` flag has no CuPy equivalent, and would refuse
         an optimizer step while any old graph is alive)."""
+        if not self.saves_values:
+            return
         changed = [i for i, (t, v) in enumerate(zip(self.inputs, self.versions))
                    if t._version != v]
         changed += [i for i, array, before in self.checksums

@@ -136,6 +136,8 @@ def masked_fill(a, mask, value):
 
 class ToDevice(Function):
     """Copy to another device. The gradient is copied back."""
+    saves_values = False
+
     def forward(self, a, device):
         self.source = backend.device_of(a)
         return backend.to_device(a, device)

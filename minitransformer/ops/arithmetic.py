@@ -19,6 +19,8 @@ def unbroadcast(grad, shape):
 
 class Add(Function):
     """a + b, broadcast. d/da = 1, d/db = 1."""
+    saves_values = False
+
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         return a + b
@@ -29,6 +31,8 @@ class Add(Function):
 
 class Sub(Function):
     """a - b, broadcast. d/da = 1, d/db = -1."""
+    saves_values = False
+
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         return a - b
@@ -64,6 +68,8 @@ class Div(Function):
 
 class Neg(Function):
     """-a. d/da = -1."""
+    saves_values = False
+
     def forward(self, a):
         return -a
 
@@ -159,6 +165,8 @@ class ReLU(Function):
 class Where(Function):
     """where(condition, a, b), broadcast; ``condition`` is a boolean array, not differentiated.
     d/da = condition, d/db = not condition."""
+    saves_values = False
+
     def forward(self, a, b, condition):
         self.condition, self.shapes = condition, (a.shape, b.shape)
         return self.xp.where(condition, a, b)

@@ -16,6 +16,8 @@ def _expand(grad, axes):
 
 class Sum(Function):
     """sum over ``axis``. d/da = 1 broadcast over the summed axes."""
+    saves_values = False
+
     def forward(self, a, axis=None, keepdims=False):
         self.shape = a.shape
         self.axes, self.keepdims = arguments.axes(type(self).__name__.lower(), axis, a.ndim), keepdims
@@ -28,6 +30,8 @@ class Sum(Function):
 
 class Mean(Function):
     """mean over ``axis``. d/da = 1/n broadcast over the averaged axes (n elements each)."""
+    saves_values = False
+
     def forward(self, a, axis=None, keepdims=False):
         self.shape = a.shape
         self.axes, self.keepdims = arguments.axes(type(self).__name__.lower(), axis, a.ndim), keepdims
