@@ -151,3 +151,20 @@ def get_rng_state():
 
 def set_rng_state(state):
     rng("cpu").bit_generator.state = state
+
+
+def rng_snapshot(device=None):
+    """A copy of ``device``'s generator state, for ``rng_restore``. Replaying the same
+    draws lets activation recomputation and blockwise attention redraw a dropout mask
+    instead of storing it. CuPy's generator state cannot be copied (its documentation:
+    "random states cannot be serialized"), so there this raises."""
+    state = rng(device).bit_generator.state
+    if not isinstance(state, dict):
+        raise DeviceError("replaying dropout needs a generator whose state can be saved; "
+                          "CuPy's cannot: use dropout 0 with recompute or blockwise "
+                          "attention on the GPU")
+    return state
+
+
+def rng_restore(state, device=None):
+    rng(device).bit_generator.state = state

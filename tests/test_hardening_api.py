@@ -117,6 +117,7 @@ def nan_gradient_loss(model, batch):
     return (model.weight * 0.0).sqrt().sum() + (model.weight * model.weight).sum()
 
 
+@pytest.mark.filterwarnings("ignore:.*(divide by zero|invalid value):RuntimeWarning")
 @pytest.mark.parametrize("clip_norm", [None, 1.0])
 def test_fit_refuses_a_non_finite_gradient_before_the_step(clip_norm):
     model = Root()
