@@ -24,10 +24,11 @@ _local = threading.local()  # no_grad is per thread, like PyTorch's grad mode
 
 
 @contextlib.contextmanager
-def no_grad():
-    """Within this block, operations record no graph (for evaluation and decoding).
+def no_grad(enabled=False):
+    """Within this block, operations record no graph (for evaluation and decoding);
+    ``no_grad(enabled=True)`` records one again, even inside an outer ``no_grad``.
     It affects only the calling thread."""
-    previous, _local.grad_enabled = is_grad_enabled(), False
+    previous, _local.grad_enabled = is_grad_enabled(), enabled
     try:
         yield
     finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from .. import backend
 from ..autograd import Tensor
 from ..masks import causal_mask, combine_masks, padding_mask
+from ..recompute import recompute
 from .attention import KVCache, MultiHeadAttention
 from .checks import check_device, check_features, check_ids, check_mask
 from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
@@ -33,11 +34,14 @@ def _ids(owner, name, ids, vocab_size, device):
     return check_ids(owner, name, ids, vocab_size, device)
 
 
-def _configure_attention(model, config):
-    """Every attention sub-layer of ``model`` computes as ``config.attention`` says."""
+def _configure_memory(model, config):
+    """Every attention sub-layer of ``model`` computes as ``config.attention`` says, and
+    every stack recomputes its layers in backward if ``config.recompute``."""
     for module in model.modules():
         if isinstance(module, MultiHeadAttention):
             module.use_attention(config.attention, config.attention_block_size)
+        if isinstance(module, (Encoder, Decoder)):
+            module.recompute = config.recompute
 
 
 @dataclass
@@ -59,6 +63,7 @@ class TransformerConfig:
     share_embeddings: bool = False     # one table for source and target (joint vocabulary)
     attention: str = "plain"          # or "blockwise": same output, O(L) memory
     attention_block_size: int = 128
+    recompute: bool = False           # remake each layer's activations in backward
 
 
 class Transformer(Module):
@@ -93,7 +98,7 @@ class Transformer(Module):
         self.generator = Linear(c.d_model, c.tgt_vocab_size)
         if c.tie_output_embedding:
             self.generator.weight = self.tgt_embedding.weight
-        _configure_attention(self, c)
+        _configure_memory(self, c)
 
     def forward(self, src, tgt, src_mask=None, tgt_mask=None):
         src = _ids("Transformer", "src", src, self.config.src_vocab_size, self._device)
@@ -180,6 +185,7 @@ class GPTConfig:
     tie_weights: bool = True      # lm_head.weight is token_embedding.weight
     attention: str = "plain"          # or "blockwise": same output, O(L) memory
     attention_block_size: int = 128
+    recompute: bool = False           # remake each layer's activations in backward
 
 
 class GPT(Module):
@@ -205,7 +211,7 @@ class GPT(Module):
         self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_weights:
             self.lm_head.weight = self.token_embedding.weight
-        _configure_attention(self, c)
+        _configure_memory(self, c)
 
     def forward(self, ids, cache=None):
         c = self.config
@@ -218,7 +224,10 @@ class GPT(Module):
         x = self.dropout(self.position_embedding(self.token_embedding(ids), start=past))
         mask = causal_mask(length, past + length, self.lm_head.weight.device)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, None if cache is None else cache.self_attention[i])
+            if c.recompute and cache is None:
+                x = recompute(lambda h, block=block: block(h, mask), x)
+            else:
+                x = block(x, mask, None if cache is None else cache.self_attention[i])
         return self.lm_head(self.final_norm(x))
 
     def new_cache(self):
@@ -242,6 +251,7 @@ class EncoderClassifierConfig:
     num_classes: int | None = 2       # None: no classification head (an encoder only)
     attention: str = "plain"          # or "blockwise": same output, O(L) memory
     attention_block_size: int = 128
+    recompute: bool = False           # remake each layer's activations in backward
 
 
 class EncoderClassifier(Module):
@@ -287,7 +297,7 @@ class EncoderClassifier(Module):
                                layer_norm_eps=c.layer_norm_eps)
         self.pooler = Linear(c.d_model, c.d_model)
         self.classifier = Linear(c.d_model, c.num_classes) if c.num_classes else None
-        _configure_attention(self, c)
+        _configure_memory(self, c)
 
     def encode(self, ids, attention_mask=None, token_type_ids=None):
         c = self.config
