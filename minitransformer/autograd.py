@@ -220,7 +220,7 @@ class Function:
     afterwards is then harmless, and not checked.
     """
 
-    inputs = ()
+    inputs = versions = checksums = ()
     saves_values = True  # False for ops whose backward needs only shapes (add, sum, ...)
 
     @classmethod
@@ -231,13 +231,17 @@ class Function:
         out = Tensor(fn.forward(*(t.data for t in tensors), **options))
         if is_grad_enabled() and any(t.requires_grad for t in tensors):
             out.requires_grad = True
-            fn.inputs = tensors
-            if cls.saves_values:
-                fn.versions = [t._version for t in tensors]
-                fn.checksums = [(i, t.data, _checksum(t.data))
-                                for i, t in enumerate(tensors) if t._ctx is None]
+            fn.record(tensors)
             out._ctx = fn
         return out
+
+    def record(self, inputs):
+        """Keep the inputs (the graph's edges), and what ``check_unchanged`` compares."""
+        self.inputs = inputs
+        if self.saves_values:
+            self.versions = [t._version for t in inputs]
+            self.checksums = [(i, t.data, _checksum(t.data))
+                              for i, t in enumerate(inputs) if t._ctx is None]
 
     def check_unchanged(self, out):
         """Refuse to run backward on values that changed since the forward pass (whose
