@@ -7,6 +7,8 @@ Chainer's and DeZero's ``get_array_module``.
 
 Devices are named ``"cpu"`` (NumPy arrays) and ``"gpu"`` (CuPy arrays).
 """
+import contextlib
+
 import numpy
 
 host = numpy
@@ -72,10 +74,21 @@ def default_device():
     return "gpu" if _current == "cupy" else "cpu"
 
 
+def check_device(device):
+    """``device`` if it is ``"cpu"`` or ``"gpu"``, the current backend's if None; any
+    other name is refused here, the one place every device argument passes through."""
+    if device is None:
+        return default_device()
+    if not (isinstance(device, str) and device in ("cpu", "gpu")):
+        hint = "; a CUDA GPU is 'gpu'" if str(device).startswith("cuda") else ""
+        raise ValueError(f"device must be 'cpu' or 'gpu' (or None for the current "
+                         f"backend's), got {device!r}{hint}")
+    return device
+
+
 def xp(device=None):
     """The array module for ``device`` (default: the current backend's)."""
-    device = device or default_device()
-    return _load_cupy() if device == "gpu" else numpy
+    return _load_cupy() if check_device(device) == "gpu" else numpy
 
 
 def get_array_module(array):
@@ -97,8 +110,7 @@ def is_array(value):
 
 def to_device(array, device):
     """Copy ``array`` to ``device`` (``"cpu"`` or ``"gpu"``); no copy if already there."""
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    device = check_device(device)
     if device_of(array) == device:
         return array
     if device == "gpu":
@@ -120,7 +132,7 @@ def rng(device=None):
     """The random generator of ``device`` (a ``numpy.random.Generator`` on the CPU,
     ``cupy.random.Generator`` on the GPU): used for initialisation, dropout and sampling,
     and reseeded by ``manual_seed``."""
-    device = device or default_device()
+    device = check_device(device)
     if device not in _generators:
         _generators[device] = xp(device).random.default_rng(0)
     return _generators[device]
@@ -141,3 +153,39 @@ def get_rng_state():
 
 def set_rng_state(state):
     rng("cpu").bit_generator.state = state
+
+
+
+def rng_fork(device=None):
+    """Mark the point from which the next random draws on ``device`` can be replayed by
+    ``rng_replay``: activation recomputation and blockwise attention redraw a dropout
+    mask instead of storing it. On the CPU the mark is the generator's state, so the
+    draws are exactly those of a run without replay. CuPy's generator state cannot be
+    saved ("random states cannot be serialized"), so on the GPU the draws from here on
+    come from a fresh generator seeded from the CPU one, and the seed is the mark."""
+    device = device or default_device()
+    if device == "cpu":
+        return rng("cpu").bit_generator.state
+    seed = int(rng("cpu").integers(2 ** 63))
+    _generators[device] = xp(device).random.default_rng(seed)
+    return seed
+
+
+@contextlib.contextmanager
+def rng_replay(mark, device=None):
+    """Within this block ``device``'s generator draws again what it drew after
+    ``rng_fork`` returned ``mark``; afterwards it goes on from where it was."""
+    device = device or default_device()
+    if device == "cpu":
+        generator = rng("cpu")
+        saved, generator.bit_generator.state = generator.bit_generator.state, mark
+        try:
+            yield
+        finally:
+            generator.bit_generator.state = saved
+        return
+    saved, _generators[device] = rng(device), xp(device).random.default_rng(mark)
+    try:
+        yield
+    finally:
+        _generators[device] = saved

@@ -56,11 +56,13 @@ def key_mask(data, batch, length):
 
 # ---- layers ------------------------------------------------------------------------------
 
-@given(seed=seeds, dim=st.integers(1, 5), eps=epsilons)
-def test_layer_norm(seed, dim, eps):
-    norm = prepared(nn.LayerNorm(dim, eps), seed)
+@given(seed=seeds, dim=st.integers(1, 5), eps=epsilons, shift=st.booleans())
+def test_layer_norm_and_rms_norm(seed, dim, eps, shift):
     x = normal(seed, 2, 3, dim) * 2 + 1
+    norm = prepared(nn.LayerNorm(dim, eps, bias=shift), seed)
     close(norm(mt.tensor(x)), ref.layer_norm(norm, x, eps))
+    rms = prepared(nn.RMSNorm(dim, eps), seed)
+    close(rms(mt.tensor(x)), ref.rms_norm(rms, x, eps))
 
 
 @given(seed=seeds, start=st.integers(0, 3), length=st.integers(1, 4), dim=st.integers(1, 5))
@@ -78,23 +80,41 @@ def test_embeddings_and_positions(seed, start, length, dim):
           x + ref.weight(learned.weight)[start:start + length])
 
 
-@given(seed=seeds, d_ff=st.integers(1, 5), act=activations)
-def test_feed_forward(seed, d_ff, act):
-    ff = prepared(nn.FeedForward(4, d_ff, dropout=0.1, activation=act), seed)
+@given(seed=seeds, heads=st.integers(1, 5), length=st.integers(1, 12),
+       bidirectional=st.booleans())
+def test_relative_position_bias_and_alibi(seed, heads, length, bidirectional):
+    # few buckets and a short max_distance, so that short lengths reach the log buckets
+    t5 = prepared(nn.RelativePositionBias(heads, num_buckets=8, max_distance=10,
+                                          bidirectional=bidirectional), seed)
+    close(t5(length), ref.t5_bias(t5, length, bidirectional, num_buckets=8, max_distance=10))
+    np.testing.assert_array_equal(mt.tensor(mt.masks.alibi_bias(heads, length)).numpy(),
+                                  ref.alibi(heads, length))
+
+
+@given(seed=seeds, d_ff=st.integers(1, 5), act=st.sampled_from(["relu", "gelu", "swiglu",
+                                                                 "geglu"]), bias=st.booleans())
+def test_feed_forward(seed, d_ff, act, bias):
+    ff = prepared(nn.FeedForward(4, d_ff, dropout=0.1, activation=act, bias=bias), seed)
     x = normal(seed, 2, 3, 4) * 2
     close(ff(mt.tensor(x)), ref.feed_forward(ff, x, act))
 
 
-@given(seed=seeds, heads=st.sampled_from([1, 2, 4]), lq=st.integers(1, 4),
-       lk=st.integers(1, 4), causal=st.booleans(), data=st.data())
-def test_multi_head_attention(seed, heads, lq, lk, causal, data):
-    mha = prepared(nn.MultiHeadAttention(4, heads, dropout=0.2), seed)
-    q, k, v = normal(seed, 2, lq, 4), normal(seed + 1, 2, lk, 4), normal(seed + 2, 2, lk, 4)
+@given(seed=seeds, heads=st.sampled_from([(1, 1), (2, 1), (2, 2), (4, 1), (4, 2)]),
+       lq=st.integers(1, 4), lk=st.integers(1, 4), self_attention=st.booleans(),
+       rotary=st.sampled_from([None, 10000.0, 3.0]), with_bias=st.booleans(), data=st.data())
+def test_multi_head_attention(seed, heads, lq, lk, self_attention, rotary, with_bias, data):
+    (num_heads, kv_heads), d = heads, 8
+    rotary = rotary if self_attention else None  # RoPE is for self-attention
+    mha = prepared(nn.MultiHeadAttention(d, num_heads, dropout=0.2, num_kv_heads=kv_heads,
+                                         rotary_base=rotary), seed)
+    q, k, v = normal(seed, 2, lq, d), normal(seed + 1, 2, lk, d), normal(seed + 2, 2, lk, d)
     mask = key_mask(data, 2, lk)
-    if causal:  # self-attention under a causal mask and padding
+    if self_attention:  # under a causal mask and padding
         k, v, mask = q, q, ref.causal(lq) & key_mask(data, 2, lq)
-    close(mha(mt.tensor(q), mt.tensor(k), mt.tensor(v), dev(mask)),
-          ref.attention(mha, q, k, v, mask, heads))
+    bias = normal(seed + 3, 1, num_heads, lq, k.shape[1]) if with_bias else None
+    out = mha(mt.tensor(q), mt.tensor(k), mt.tensor(v), dev(mask),
+              bias=None if bias is None else mt.tensor(bias))
+    close(out, ref.attention(mha, q, k, v, mask, num_heads, kv_heads, bias, rotary))
 
 
 # ---- blocks and stacks -------------------------------------------------------------------
@@ -119,6 +139,21 @@ def test_encoder_layer_and_encoder(seed, s, length, data):
     close(stack(mt.tensor(x), dev(mask)), ref.encoder(stack, x, mask, **s))
 
 
+@given(seed=seeds, s=block_settings, norm=st.sampled_from(["layer", "rms"]),
+       gated=st.sampled_from(["swiglu", "geglu"]), kv_heads=st.sampled_from([1, 2]),
+       bias=st.booleans(), rotary=st.sampled_from([None, 100.0]), length=st.integers(1, 4))
+def test_encoder_layer_options(seed, s, norm, gated, kv_heads, bias, rotary, length):
+    """The LLaMA-style options: RMSNorm, a gated feed-forward, grouped-query attention,
+    no biases, RoPE (here under a causal mask, as in a decoder-only model)."""
+    s = {**s, "num_heads": 2, "activation_name": gated}
+    layer = prepared(nn.EncoderLayer(**block_args(s), norm=norm, num_kv_heads=kv_heads,
+                                     bias=bias, rotary_base=rotary), seed)
+    x, mask = normal(seed, 2, length, 4), ref.causal(length)
+    close(layer(mt.tensor(x), dev(mask)),
+          ref.encoder_layer(layer, x, mask, **s, norm=norm, num_kv_heads=kv_heads,
+                            rotary_base=rotary))
+
+
 @given(seed=seeds, s=block_settings, lt=st.integers(1, 4), ls=st.integers(1, 4),
        data=st.data())
 def test_decoder_layer_and_decoder(seed, s, lt, ls, data):
@@ -133,36 +168,49 @@ def test_decoder_layer_and_decoder(seed, s, lt, ls, data):
 
 # ---- models ------------------------------------------------------------------------------
 
+memory_options = st.sampled_from([{}, dict(attention="blockwise", attention_block_size=2),
+                                  dict(recompute=True)])
+
+
 @settings(max_examples=8)
 @given(seed=seeds, norm_first=st.booleans(), act=activations, tie=st.booleans(),
-       pad=st.sampled_from([0, None]), data=st.data())
-def test_transformer(seed, norm_first, act, tie, pad, data):
+       pad=st.sampled_from([0, None]), positions=st.sampled_from(["sinusoidal", "t5"]),
+       memory=memory_options, data=st.data())
+def test_transformer(seed, norm_first, act, tie, pad, positions, memory, data):
     model = prepared(nn.Transformer(nn.TransformerConfig(
         src_vocab_size=7, tgt_vocab_size=9, d_model=4, num_heads=2, num_encoder_layers=2,
         num_decoder_layers=2, d_ff=6, activation=act, norm_first=norm_first,
-        layer_norm_eps=1e-3, max_len=8, pad_id=pad, tie_output_embedding=tie)), seed)
+        layer_norm_eps=1e-3, max_len=8, pad_id=pad, tie_output_embedding=tie,
+        positions=positions, **memory)), seed)
     src, tgt = data.draw(padded_ids(7, 2, 4)), data.draw(padded_ids(9, 2, 3))
     tgt[:, 0] = 1
     close(model(dev(src), dev(tgt)), ref.transformer(model, src, tgt))
 
 
-@settings(max_examples=8)
-@given(seed=seeds, length=st.integers(1, 5), act=activations)
-def test_gpt(seed, length, act):
+gpt_variants = st.fixed_dictionaries(dict(
+    positions=st.sampled_from(["learned", "sinusoidal", "rope", "alibi", "t5", "none"]),
+    norm=st.sampled_from(["layer", "rms"]),
+    activation=st.sampled_from(["relu", "gelu", "swiglu", "geglu"]),
+    num_kv_heads=st.sampled_from([None, 1]), bias=st.booleans(), tie_weights=st.booleans()))
+
+
+@settings(max_examples=12)
+@given(seed=seeds, length=st.integers(1, 5), variant=gpt_variants, memory=memory_options)
+def test_gpt(seed, length, variant, memory):
     model = prepared(nn.GPT(nn.GPTConfig(vocab_size=11, max_len=6, d_model=4, num_heads=2,
-                                         num_layers=2, d_ff=6, activation=act,
-                                         layer_norm_eps=1e-3)), seed)
+                                         num_layers=2, d_ff=6, layer_norm_eps=1e-3,
+                                         **variant, **memory)), seed)
     ids = np.random.default_rng(seed).integers(0, 11, (2, length))
     close(model(dev(ids)), ref.gpt(model, ids))
 
 
 @settings(max_examples=8)
 @given(seed=seeds, types=st.sampled_from([0, 2]), explicit_mask=st.booleans(),
-       data=st.data())
-def test_encoder_classifier(seed, types, explicit_mask, data):
+       memory=memory_options, data=st.data())
+def test_encoder_classifier(seed, types, explicit_mask, memory, data):
     model = prepared(nn.EncoderClassifier(nn.EncoderClassifierConfig(
         vocab_size=13, max_len=6, type_vocab_size=types, d_model=4, num_heads=2,
-        num_layers=2, d_ff=6, layer_norm_eps=1e-3, num_classes=3)), seed)
+        num_layers=2, d_ff=6, layer_norm_eps=1e-3, num_classes=3, **memory)), seed)
     ids = data.draw(padded_ids(13, 2, 5))
     ids[:, 0] = 1  # [CLS]
     token_types = (np.arange(5) >= 2).astype(np.int64)[None].repeat(2, 0) if types else None

@@ -1,4 +1,4 @@
-"""Softmax, log-softmax, ReLU, GELU and dropout: elementwise and row-wise functions.
+"""Softmax, log-softmax, ReLU, SiLU, GELU and dropout: elementwise and row-wise functions.
 
 GELU needs the error function, which NumPy lacks; precision follows the dtype. float64
 arrays (gradient checks, comparisons with PyTorch) get W. J. Cody's rational
@@ -8,9 +8,10 @@ is within 5e-7 of erf (a few float32 ulps).
 """
 import math
 
-from .. import backend
+from .. import arguments, backend
 from ..autograd import Function
-from .common import keep_mask
+from ..ops import relu
+from .common import floating, keep_mask
 
 
 class Softmax(Function):
@@ -18,17 +19,15 @@ class Softmax(Function):
     From dy_i = y_i (dx_i - sum_j y_j dx_j):  dx = y (g - sum(g y))."""
     def forward(self, x, axis):
         self.axis = axis
-        y = x - x.max(axis=axis, keepdims=True)  # shifting by the max keeps exp finite
+        y = self.xp.array(x)  # a fresh array, also for 0-d x (where x - max is a scalar)
+        y -= x.max(axis=axis, keepdims=True)  # shifting by the max keeps exp finite
         self.xp.exp(y, out=y)
         y /= y.sum(axis=axis, keepdims=True)
         self.y = y
         return y
 
     def backward(self, grad):
-        gx = grad * self.y
-        self.xp.subtract(grad, gx.sum(axis=self.axis, keepdims=True), out=gx)
-        gx *= self.y
-        return gx
+        return (grad - (grad * self.y).sum(axis=self.axis, keepdims=True)) * self.y
 
 
 class LogSoftmax(Function):
@@ -51,26 +50,31 @@ class LogSoftmax(Function):
 
 def softmax(x, axis=-1):
     """Softmax along ``axis``; rows sum to 1. Stable for large logits (shifted by the max)."""
-    return Softmax.apply(x, axis=axis)
+    floating("softmax", x=x)
+    return Softmax.apply(x, axis=arguments.single_axis("softmax", axis, x.ndim))
 
 
 def log_softmax(x, axis=-1):
     """log(softmax(x)) along ``axis``, computed without taking the log of a softmax."""
-    return LogSoftmax.apply(x, axis=axis)
+    floating("log_softmax", x=x)
+    return LogSoftmax.apply(x, axis=arguments.single_axis("log_softmax", axis, x.ndim))
 
 
-class ReLU(Function):
-    """max(x, 0); any shape. d/dx = 1 where x > 0, else 0 (0 at the kink, like PyTorch)."""
+class SiLU(Function):
+    """x sigmoid(x) (Swish-1); any shape. With s = sigmoid(x), ds/dx = s (1 - s), so
+    d/dx = s + x s (1 - s) = s (1 + x (1 - s))."""
     def forward(self, x):
-        self.positive = x > 0
-        return self.xp.maximum(x, 0)
+        self.x = x
+        self.s = 1 / (1 + self.xp.exp(-x))
+        return x * self.s
 
     def backward(self, grad):
-        return grad * self.positive
+        return grad * self.s * (1 + self.x * (1 - self.s))
 
 
-def relu(x):
-    return ReLU.apply(x)
+def silu(x):
+    """x * sigmoid(x), the gate of SwiGLU (LLaMA's feed-forward)."""
+    return SiLU.apply(x)
 
 
 # ---- the error function, for the exact GELU -----------------------------------------
@@ -192,6 +196,7 @@ def gelu(x, approximate="none"):
     """Gaussian error linear unit; ``approximate="tanh"`` is the GPT-2 approximation."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    floating("gelu", x=x)
     return GELU.apply(x, approximate=approximate)
 
 
