@@ -175,15 +175,26 @@ memory_options = st.sampled_from([{}, dict(attention="blockwise", attention_bloc
 @settings(max_examples=8)
 @given(seed=seeds, norm_first=st.booleans(), act=activations, tie=st.booleans(),
        pad=st.sampled_from([0, None]), positions=st.sampled_from(["sinusoidal", "t5"]),
-       memory=memory_options, data=st.data())
-def test_transformer(seed, norm_first, act, tie, pad, positions, memory, data):
+       tgt_len=st.sampled_from([3, 11]), memory=memory_options, data=st.data())
+def test_transformer(seed, norm_first, act, tie, pad, positions, tgt_len, memory, data):
     model = prepared(nn.Transformer(nn.TransformerConfig(
         src_vocab_size=7, tgt_vocab_size=9, d_model=4, num_heads=2, num_encoder_layers=2,
         num_decoder_layers=2, d_ff=6, activation=act, norm_first=norm_first,
-        layer_norm_eps=1e-3, max_len=8, pad_id=pad, tie_output_embedding=tie,
+        layer_norm_eps=1e-3, max_len=12, pad_id=pad, tie_output_embedding=tie,
         positions=positions, **memory)), seed)
-    src, tgt = data.draw(padded_ids(7, 2, 4)), data.draw(padded_ids(9, 2, 3))
+    src, tgt = data.draw(padded_ids(7, 2, 4)), data.draw(padded_ids(9, 2, tgt_len))
     tgt[:, 0] = 1
+    close(model(dev(src), dev(tgt)), ref.transformer(model, src, tgt))
+
+
+def test_transformer_t5_long_target():
+    """11 target tokens reach T5's logarithmic buckets (offsets of 8 and more), where the
+    decoder's causal buckets differ from the encoder's bidirectional ones."""
+    model = prepared(nn.Transformer(nn.TransformerConfig(
+        src_vocab_size=7, tgt_vocab_size=9, d_model=4, num_heads=2, num_encoder_layers=1,
+        num_decoder_layers=1, d_ff=6, max_len=12, positions="t5")), 0)
+    src = np.array([[1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6]])
+    tgt = np.array([[1, 8, 7, 6, 5, 4, 3, 2, 1, 2, 3]])
     close(model(dev(src), dev(tgt)), ref.transformer(model, src, tgt))
 
 
