@@ -101,8 +101,8 @@ def test_layer_norm(seed, shape):
         np.testing.assert_allclose(out.mean(-1), 0, atol=1e-12)
         variance = x.numpy().var(-1)  # eps keeps the output's variance just under 1
         np.testing.assert_allclose(out.var(-1), variance / (variance + norm.eps), rtol=1e-9)
-    norm.weight.data[:] = normal(seed + 1, shape[-1])  # non-trivial scale and shift
-    norm.bias.data[:] = normal(seed + 2, shape[-1])
+    norm.weight.data[:] = mt.tensor(normal(seed + 1, shape[-1])).data  # non-trivial
+    norm.bias.data[:] = mt.tensor(normal(seed + 2, shape[-1])).data  # scale and shift
     check_grads(lambda x, *_: norm(x), [x], norm)
 
 
