@@ -162,20 +162,42 @@ def manual_seed(seed):
 
 
 def get_rng_state():
-    """The random state to put in a checkpoint, a JSON-serialisable dict.
-
-    The CPU generator's state is exported as it is. CuPy cannot export its generator's
-    state, so a GPU generator in use is replaced by a fresh one seeded from a draw of the
-    old one, and that seed is recorded: the saving run and every run resumed from the
-    checkpoint then draw the same GPU numbers."""
-    if "gpu" in _generators:
-        _seeds["gpu"] = int(_generators.pop("gpu").integers(0, 2**62))
-    return {"cpu": rng("cpu").bit_generator.state, "gpu_seed": _seeds["gpu"]}
+    """The CPU generator's state, a JSON-serialisable dict (for checkpoints)."""
+    return rng("cpu").bit_generator.state
 
 
 def set_rng_state(state):
-    """Restore what ``get_rng_state`` returned (or a bare CPU state: older checkpoints)."""
-    rng("cpu").bit_generator.state = state.get("cpu", state)
-    if "gpu_seed" in state:
-        _seeds["gpu"] = state["gpu_seed"]
-        _generators.pop("gpu", None)
+    rng("cpu").bit_generator.state = state
+
+
+def reseed_gpu_rng():
+    """For a checkpoint: CuPy cannot export its generator's state, so a GPU generator in
+    use is replaced by a fresh one seeded from a draw of the old one, and that seed is
+    returned for the checkpoint to keep. The saving run and every run resumed with
+    ``set_gpu_rng_seed`` then draw the same GPU numbers."""
+    if "gpu" in _generators:
+        _seeds["gpu"] = int(_generators.pop("gpu").integers(0, 2**62))
+    return _seeds["gpu"]
+
+
+def set_gpu_rng_seed(seed):
+    """The GPU generator starts anew from ``seed`` (see ``reseed_gpu_rng``)."""
+    _seeds["gpu"] = seed
+    _generators.pop("gpu", None)
+
+
+def rng_snapshot(device=None):
+    """A copy of ``device``'s generator state, for ``rng_restore``. Replaying the same
+    draws lets activation recomputation and blockwise attention redraw a dropout mask
+    instead of storing it. CuPy's generator state cannot be copied (its documentation:
+    "random states cannot be serialized"), so there this raises."""
+    state = rng(device).bit_generator.state
+    if not isinstance(state, dict):
+        raise DeviceError("replaying dropout needs a generator whose state can be saved; "
+                          "CuPy's cannot: use dropout 0 with recompute or blockwise "
+                          "attention on the GPU")
+    return state
+
+
+def rng_restore(state, device=None):
+    rng(device).bit_generator.state = state

@@ -291,12 +291,21 @@ linalg = types.SimpleNamespace(**{
     if callable(getattr(numpy.linalg, n, None)) and not isinstance(getattr(numpy.linalg, n), type)})
 
 
+class _BitGenerator:
+    """CuPy's cuRAND bit generator: its ``state`` is a method returning a device pointer,
+    not NumPy's exportable dict."""
+
+    def state(self):
+        return 0
+
+
 class Generator:
     """``cupy.random.Generator``: only its methods (no ``normal``, ``choice``,
     ``permutation``...), drawing device arrays from a NumPy generator."""
 
     def __init__(self, seed=None):
         self._numpy = numpy.random.default_rng(seed)
+        self.bit_generator = _BitGenerator()
 
     def __getattr__(self, name):
         if name not in _NAMES["random_generator"]:

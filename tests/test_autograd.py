@@ -199,6 +199,17 @@ def test_mixing_devices_in_masks_names_both(backend):
     assert scores.masked_fill(gpu_mask, -1.0).numpy()[0, 0, 0].tolist() == [-1.0, 0.0]
 
 
+def test_manual_seed_seeds_generators_created_later():
+    """Each device's generator is made on first use from the last manual_seed: seeding
+    before CuPy is first loaded still decides the GPU draws."""
+    draws = {}
+    for seed in (5, 6, 5):
+        mt.manual_seed(seed)
+        draws.setdefault(seed, []).append(host(mt.backend.rng().random(4)))
+    np.testing.assert_array_equal(draws[5][0], draws[5][1])
+    assert not np.array_equal(draws[5][0], draws[6][0])
+
+
 def test_to_device_is_differentiable():
     x = leaf([1.0, 2.0])
     y = (x.to("cpu") * 3).sum()

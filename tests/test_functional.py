@@ -309,12 +309,93 @@ def test_cross_entropy_errors():
         F.cross_entropy(z, [0, 3])
     with pytest.raises(ValueError, match=r"targets have shape \(3,\), expected \(2,\)"):
         F.cross_entropy(z, [0, 1, 2])
-    with pytest.raises(TypeError, match="targets must be integers, got dtype float64"):
-        F.cross_entropy(z, np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got 2"):
         F.cross_entropy(z, [0, 1], label_smoothing=2)
     with pytest.raises(ValueError, match=r"logits must be \(N, C\) or \(B, L, C\)"):
         F.cross_entropy(leaf(np.zeros(3)), [0])
+
+
+@st.composite
+def soft_targets(draw, lead, classes):
+    """Probability rows (lead..., classes): normalised non-negative draws, some zeros."""
+    weights = draw(arrays((*lead, classes), 0, 1))
+    weights[..., 0] += 1e-3  # no all-zero row
+    return weights / weights.sum(axis=-1, keepdims=True)
+
+
+@given(data=st.data(), lead=hnp.array_shapes(min_dims=1, max_dims=2, max_side=3),
+       classes=st.integers(1, 5), smoothing=st.sampled_from([0.0, 0.2]))
+def test_cross_entropy_with_probability_targets_equals_composed(data, lead, classes,
+                                                                 smoothing):
+    z, y = leaf(data.draw(arrays((*lead, classes), -5, 5))), data.draw(
+        soft_targets(lead, classes))
+
+    def fused(z):
+        return F.cross_entropy(z, y, label_smoothing=smoothing)
+
+    def composed(z):
+        smoothed = mt.tensor((1 - smoothing) * y + smoothing / classes)
+        log_p = composed_log_softmax(z, -1)
+        return -(smoothed * log_p).sum() / (z.size // classes)
+    assert_same(fused, composed, [z])
+    assert mt.gradcheck(fused, [z])
+
+
+def test_cross_entropy_with_one_hot_targets_equals_class_ids():
+    z = leaf(np.random.default_rng(1).standard_normal((2, 3, 4)))
+    ids = np.array([[0, 3, 1], [2, 2, 0]])
+    hard = F.cross_entropy(z, ids, label_smoothing=0.1).item()
+    soft = F.cross_entropy(z, np.eye(4)[ids], label_smoothing=0.1).item()
+    assert hard == pytest.approx(soft, rel=1e-12)
+
+
+def composed_distillation(student, teacher, temperature):
+    log_q = composed_log_softmax(student / temperature, -1)
+    log_p = composed_log_softmax(teacher / temperature, -1)
+    rows = student.size // student.shape[-1]
+    return temperature ** 2 * (log_p.exp() * (log_p - log_q)).sum() / rows
+
+
+@given(data=st.data(), lead=hnp.array_shapes(min_dims=1, max_dims=2, max_side=3),
+       classes=st.integers(1, 5), temperature=st.sampled_from([0.5, 1.0, 4.0]),
+       teacher_grad=st.booleans())
+def test_distillation_loss_equals_composed(data, lead, classes, temperature, teacher_grad):
+    s = leaf(data.draw(arrays((*lead, classes), -5, 5)))
+    t = leaf(data.draw(arrays((*lead, classes), -5, 5)), requires_grad=teacher_grad)
+    assert_same(lambda s, t: F.distillation_loss(s, t, temperature),
+                lambda s, t: composed_distillation(s, t, temperature), [s, t])
+    assert mt.gradcheck(lambda s, t: F.distillation_loss(s, t, temperature), [s, t])
+
+
+def test_distillation_loss_is_zero_for_equal_logits_and_positive_otherwise():
+    a = np.random.default_rng(2).standard_normal((3, 5))
+    assert F.distillation_loss(leaf(a), leaf(a), 2.0).item() == pytest.approx(0, abs=1e-15)
+    assert F.distillation_loss(leaf(a), leaf(a[::-1].copy()), 2.0).item() > 0
+
+
+def test_distillation_student_gradient_stays_put_as_the_temperature_grows():
+    # Hinton et al.: with the T² factor, the gradient tends to (s - t) / (C N) for large T.
+    # Centred logits, since a softmax ignores each row's mean.
+    rng = np.random.default_rng(3)
+    s, t = (x - x.mean(axis=1, keepdims=True) for x in rng.standard_normal((2, 4, 6)))
+    student = leaf(s)
+    F.distillation_loss(student, leaf(t, requires_grad=False), 1000.0).backward()
+    np.testing.assert_allclose(host(student.grad), (s - t) / (6 * 4), rtol=0, atol=2e-4)
+
+
+def test_soft_target_and_distillation_errors():
+    z = leaf(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"probability targets .* must have the logits' "
+                                         r"shape \(2, 3\) and no ignore_index; got shape "
+                                         r"\(2,\)"):
+        F.cross_entropy(z, np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="ignore_index=-100"):
+        F.cross_entropy(z, np.full((2, 3), 1 / 3), ignore_index=-100)
+    with pytest.raises(ValueError, match=r"distillation_loss: student and teacher logits "
+                                         r"must have one shape .* got \(2, 3\) and \(2, 4\)"):
+        F.distillation_loss(z, leaf(np.zeros((2, 4))))
+    with pytest.raises(ValueError, match="temperature must be positive, got 0"):
+        F.distillation_loss(z, z, 0)
 
 
 # ---- across all functions ------------------------------------------------------------
@@ -332,9 +413,15 @@ def float32_calls():
         "dropout": (lambda x: F.dropout(x, 0.5, True), [x]),
         "linear": (F.linear, [x, w, b]), "embedding": (lambda w: F.embedding([[1, 2]], w), [w]),
         "layer_norm": (lambda x, d: F.layer_norm(x, d, d), [x, d]),
+        "rms_norm": (F.rms_norm, [x, d]), "silu": (F.silu, [x]),
+        "rotary": (lambda x: F.rotary_embedding(x, [0, 5, 9]), [x]),
+        "attention_bias": (lambda x, bias: F.scaled_dot_product_attention(
+            x, x, x, bias=bias)[0], [x, t(3, 3)]),
         "attention": (lambda x: F.scaled_dot_product_attention(
             x, x, x, mask=np.tri(3, dtype=bool), dropout_p=0.2)[0], [x]),
         "cross_entropy": (lambda x: F.cross_entropy(x, np.zeros((2, 3), int), 1, 0.1), [x]),
+        "soft_cross_entropy": (lambda x: F.cross_entropy(x, np.full((2, 3, 4), 0.25)), [x]),
+        "distillation": (lambda x, y: F.distillation_loss(x, y, 2.0), [x, t(2, 3, 4)]),
     }
 
 

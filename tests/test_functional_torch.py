@@ -91,27 +91,35 @@ def test_layer_norm(data, lead, dim, eps):
                   lambda x, w, b: TF.layer_norm(x, (dim,), w, b, eps), [x, w, b])
 
 
-@given(data=st.data())
-def test_scaled_dot_product_attention(data):
+@given(data=st.data(), with_bias=st.booleans())
+def test_scaled_dot_product_attention(data, with_bias):
+    """Masks, additive biases (torch: a float attn_mask) and grouped-query heads
+    (torch: enable_gqa=True)."""
     b, h, lq, lk, dk, dv = (data.draw(st.integers(1, 4)) for _ in range(6))
-    kv_heads = data.draw(st.sampled_from([h, 1]))
+    kv_heads = data.draw(st.sampled_from([n for n in range(1, h + 1) if h % n == 0]))
     q = data.draw(arrays((b, h, lq, dk)))
     k, v = data.draw(arrays((b, kv_heads, lk, dk))), data.draw(arrays((b, kv_heads, lk, dv)))
     mask_shape = tuple(data.draw(st.sampled_from([1, n])) for n in (b, h, lq, lk))
     mask = data.draw(st.none() | hnp.arrays(bool, mask_shape))
+    bias_shape = tuple(data.draw(st.sampled_from([1, n])) for n in (b, h, lq, lk))
+    inputs = [q, k, v] + ([data.draw(arrays(bias_shape))] if with_bias else [])
 
-    def reference(q, k, v):
-        k, v = k.expand(b, h, lk, dk), v.expand(b, h, lk, dv)
+    def reference(q, k, v, bias=None):
         attn_mask = None if mask is None else torch.tensor(mask)
-        out = TF.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if bias is not None and mask is not None:  # torch takes one attn_mask: fold the
+            blocked = torch.tensor(-1e300, dtype=torch.float64)  # boolean one into the bias
+            attn_mask = bias + torch.where(attn_mask, 0.0, blocked)
+        elif bias is not None:
+            attn_mask = bias
+        out = TF.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=True)
         if mask is None:
             return out
         # A query with no key to attend to: ours gives zeros; make torch's row zeros too,
         # whatever its version returns there (NaN in some, zeros in others).
         has_key = torch.tensor(mask.any(axis=-1, keepdims=True))
         return torch.where(has_key, out, torch.zeros((), dtype=out.dtype))
-    matches_torch(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=mask)[0],
-                  reference, [q, k, v])
+    matches_torch(lambda q, k, v, bias=None: F.scaled_dot_product_attention(
+        q, k, v, mask=mask, bias=bias)[0], reference, inputs)
 
 
 @given(data=st.data(), smoothing=st.sampled_from([0.0, 0.1, 0.7]),
@@ -140,6 +148,34 @@ def test_cross_entropy_all_ignored_torch_gives_nan_ours_zero():
     logits, targets = np.zeros((2, 3)), np.array([-100, -100])
     assert np.isnan(TF.cross_entropy(torch.tensor(logits), torch.tensor(targets)).item())
     assert F.cross_entropy(leaf(logits), targets, ignore_index=-100).item() == 0.0
+
+
+@given(data=st.data(), lead=st.sampled_from([(3,), (2, 3)]), classes=st.integers(1, 5),
+       smoothing=st.sampled_from([0.0, 0.2]))
+def test_cross_entropy_with_probability_targets(data, lead, classes, smoothing):
+    logits = data.draw(arrays((*lead, classes), -10, 10))
+    weights = data.draw(arrays((*lead, classes), 0, 1)) + 1e-3
+    targets = weights / weights.sum(axis=-1, keepdims=True)
+
+    def reference(z):
+        move = (lambda a: a.movedim(-1, 1)) if len(lead) == 2 else (lambda a: a)
+        return TF.cross_entropy(move(z), move(torch.tensor(targets)),
+                                label_smoothing=smoothing)
+    matches_torch(lambda z: F.cross_entropy(z, targets, label_smoothing=smoothing),
+                  reference, [logits])
+
+
+@given(data=st.data(), shape=st.sampled_from([(4, 5), (2, 3, 4)]),
+       temperature=st.sampled_from([0.5, 1.0, 3.0]))
+def test_distillation_loss_is_scaled_kl_div(data, shape, temperature):
+    student, teacher = (data.draw(arrays(shape, -10, 10)) for _ in range(2))
+
+    def reference(s, t):  # batchmean divides by the first dimension: flatten the rows
+        s, t = (a.reshape(-1, shape[-1]) / temperature for a in (s, t))
+        return temperature ** 2 * TF.kl_div(TF.log_softmax(s, -1), TF.log_softmax(t, -1),
+                                            reduction="batchmean", log_target=True)
+    matches_torch(lambda s, t: F.distillation_loss(s, t, temperature), reference,
+                  [student, teacher])
 
 
 def test_float32_gelu_matches_torch():

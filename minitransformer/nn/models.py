@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .. import backend
 from ..autograd import Tensor
 from ..masks import causal_mask, combine_masks, padding_mask
-from .attention import KVCache
+from .attention import KVCache, MultiHeadAttention
 from .checks import check_device, check_features, check_ids, check_mask
 from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
                      SinusoidalPositionalEncoding)
@@ -31,6 +31,13 @@ def _ids(owner, name, ids, vocab_size, device):
     if isinstance(ids, (list, tuple)):
         ids = backend.to_device(backend.host.asarray(ids), device)
     return check_ids(owner, name, ids, vocab_size, device)
+
+
+def _configure_attention(model, config):
+    """Every attention sub-layer of ``model`` computes as ``config.attention`` says."""
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.use_attention(config.attention, config.attention_block_size)
 
 
 @dataclass
@@ -50,6 +57,8 @@ class TransformerConfig:
     pad_id: int | None = 0            # None: no padding mask
     tie_output_embedding: bool = True  # generator.weight is tgt_embedding.weight
     share_embeddings: bool = False     # one table for source and target (joint vocabulary)
+    attention: str = "plain"          # or "blockwise": same output, O(L) memory
+    attention_block_size: int = 128
 
 
 class Transformer(Module):
@@ -84,6 +93,7 @@ class Transformer(Module):
         self.generator = Linear(c.d_model, c.tgt_vocab_size)
         if c.tie_output_embedding:
             self.generator.weight = self.tgt_embedding.weight
+        _configure_attention(self, c)
 
     def forward(self, src, tgt, src_mask=None, tgt_mask=None):
         src = _ids("Transformer", "src", src, self.config.src_vocab_size, self._device)
@@ -168,6 +178,8 @@ class GPTConfig:
     activation: str = "gelu"
     layer_norm_eps: float = 1e-5
     tie_weights: bool = True      # lm_head.weight is token_embedding.weight
+    attention: str = "plain"          # or "blockwise": same output, O(L) memory
+    attention_block_size: int = 128
 
 
 class GPT(Module):
@@ -193,6 +205,7 @@ class GPT(Module):
         self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_weights:
             self.lm_head.weight = self.token_embedding.weight
+        _configure_attention(self, c)
 
     def forward(self, ids, cache=None):
         c = self.config
@@ -227,6 +240,8 @@ class EncoderClassifierConfig:
     layer_norm_eps: float = 1e-12
     pad_id: int | None = 0            # the default attention mask hides these ids
     num_classes: int | None = 2       # None: no classification head (an encoder only)
+    attention: str = "plain"          # or "blockwise": same output, O(L) memory
+    attention_block_size: int = 128
 
 
 class EncoderClassifier(Module):
@@ -272,6 +287,7 @@ class EncoderClassifier(Module):
                                layer_norm_eps=c.layer_norm_eps)
         self.pooler = Linear(c.d_model, c.d_model)
         self.classifier = Linear(c.d_model, c.num_classes) if c.num_classes else None
+        _configure_attention(self, c)
 
     def encode(self, ids, attention_mask=None, token_type_ids=None):
         c = self.config
