@@ -12,6 +12,7 @@ import in place of ``cupy`` (the test suite sets it to ``strict_cupy``, a strict
 stand-in in ``tests/``), so the GPU code paths run on every CI machine, subprocesses and
 the demos' ``--backend cupy`` included.
 """
+import contextlib
 import importlib
 import os
 
@@ -186,18 +187,36 @@ def set_gpu_rng_seed(seed):
     _generators.pop("gpu", None)
 
 
-def rng_snapshot(device=None):
-    """A copy of ``device``'s generator state, for ``rng_restore``. Replaying the same
-    draws lets activation recomputation and blockwise attention redraw a dropout mask
-    instead of storing it. CuPy's generator state cannot be copied (its documentation:
-    "random states cannot be serialized"), so there this raises."""
-    state = rng(device).bit_generator.state
-    if not isinstance(state, dict):
-        raise DeviceError("replaying dropout needs a generator whose state can be saved; "
-                          "CuPy's cannot: use dropout 0 with recompute or blockwise "
-                          "attention on the GPU")
-    return state
+def rng_fork(device=None):
+    """Mark the point from which the next random draws on ``device`` can be replayed by
+    ``rng_replay``: activation recomputation and blockwise attention redraw a dropout
+    mask instead of storing it. On the CPU the mark is the generator's state, so the
+    draws are exactly those of a run without replay. CuPy's generator state cannot be
+    saved ("random states cannot be serialized"), so on the GPU the draws from here on
+    come from a fresh generator seeded from the CPU one, and the seed is the mark."""
+    device = device or default_device()
+    if device == "cpu":
+        return rng("cpu").bit_generator.state
+    seed = int(rng("cpu").integers(2 ** 63))
+    _generators[device] = xp(device).random.default_rng(seed)
+    return seed
 
 
-def rng_restore(state, device=None):
-    rng(device).bit_generator.state = state
+@contextlib.contextmanager
+def rng_replay(mark, device=None):
+    """Within this block ``device``'s generator draws again what it drew after
+    ``rng_fork`` returned ``mark``; afterwards it goes on from where it was."""
+    device = device or default_device()
+    if device == "cpu":
+        generator = rng("cpu")
+        saved, generator.bit_generator.state = generator.bit_generator.state, mark
+        try:
+            yield
+        finally:
+            generator.bit_generator.state = saved
+        return
+    saved, _generators[device] = rng(device), xp(device).random.default_rng(mark)
+    try:
+        yield
+    finally:
+        _generators[device] = saved

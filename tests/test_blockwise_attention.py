@@ -42,9 +42,7 @@ def test_blockwise_equals_plain_attention(inputs, block, causal, which):
 
 @settings(max_examples=6)
 @given(inputs=attention_inputs(), seed=seeds, block=st.integers(1, 3))
-def test_blockwise_dropout_is_replayed_in_backward(backend, inputs, seed, block):
-    if backend == "cupy":
-        pytest.skip("CuPy's generator state cannot be saved, so dropout is not replayed")
+def test_blockwise_dropout_is_replayed_in_backward(inputs, seed, block):
     q, k, v, mask, _ = inputs
     tensors = [leaf(a) for a in (q, k, v)]
 

@@ -35,6 +35,7 @@ replaying the random generator from its state at the forward pass.
 Masked scores are -inf, so P = 0 there; a row with nothing to attend to has l = 0 and
 gets output 0 and lse = +inf (then every P of the row is 0 in the backward pass too).
 """
+import contextlib
 import math
 
 from .. import backend
@@ -75,7 +76,7 @@ class BlockwiseAttention(Function):
         self.bias = bias
         self.mask, self.causal, self.dropout_p, self.block = mask, causal, dropout_p, block
         self.offset = lk - lq
-        self.rng_state = backend.rng_snapshot(backend.device_of(q)) if dropout_p else None
+        self.rng_mark = backend.rng_fork(backend.device_of(q)) if dropout_p else None
         out = xp.zeros(batch + (lq, v.shape[-1]), q.dtype)
         top = xp.full(batch + (lq, 1), -xp.inf, q.dtype)  # running max, m
         total = xp.zeros(batch + (lq, 1), q.dtype)         # running sum, l
@@ -121,26 +122,25 @@ class BlockwiseAttention(Function):
         gbias = None if self.bias is None else xp.zeros(self.bias.shape, self.bias.dtype)
         rows_sum = (grad * out).sum(axis=-1, keepdims=True)  # D
         device = backend.device_of(q)
-        if self.dropout_p:
-            after_forward = backend.rng_snapshot(device)
-            backend.rng_restore(self.rng_state, device)
-        for rows, cols, diagonal in _tiles(q.shape[-2], k.shape[-2], self.block, self.causal):
-            p = xp.exp(self._scores(q, k, rows, cols, diagonal) - self.lse[..., rows, :])
-            dp = grad[..., rows, :] @ v[..., cols, :].swapaxes(-1, -2)
-            attended = p
-            if self.dropout_p:
-                keep = keep_mask(p.shape, self.dropout_p, p.dtype, device)
-                attended, dp = p * keep, dp * keep
-            gv[..., cols, :] += attended.swapaxes(-1, -2) @ grad[..., rows, :]
-            ds = p * (dp - rows_sum[..., rows, :])
-            gq[..., rows, :] += ds @ k[..., cols, :]
-            gk[..., cols, :] += ds.swapaxes(-1, -2) @ q[..., rows, :]
-            if gbias is not None:
-                r = rows if gbias.shape[-2] > 1 else slice(None)
-                c = cols if gbias.shape[-1] > 1 else slice(None)
-                gbias[..., r, c] += unbroadcast(ds, gbias[..., r, c].shape)
-        if self.dropout_p:
-            backend.rng_restore(after_forward, device)
+        replay = (backend.rng_replay(self.rng_mark, device) if self.dropout_p else
+                  contextlib.nullcontext())
+        with replay:  # the same keep masks as the forward pass drew, tile by tile
+            for rows, cols, diagonal in _tiles(q.shape[-2], k.shape[-2], self.block,
+                                               self.causal):
+                p = xp.exp(self._scores(q, k, rows, cols, diagonal) - self.lse[..., rows, :])
+                dp = grad[..., rows, :] @ v[..., cols, :].swapaxes(-1, -2)
+                attended = p
+                if self.dropout_p:
+                    keep = keep_mask(p.shape, self.dropout_p, p.dtype, device)
+                    attended, dp = p * keep, dp * keep
+                gv[..., cols, :] += attended.swapaxes(-1, -2) @ grad[..., rows, :]
+                ds = p * (dp - rows_sum[..., rows, :])
+                gq[..., rows, :] += ds @ k[..., cols, :]
+                gk[..., cols, :] += ds.swapaxes(-1, -2) @ q[..., rows, :]
+                if gbias is not None:
+                    r = rows if gbias.shape[-2] > 1 else slice(None)
+                    c = cols if gbias.shape[-1] > 1 else slice(None)
+                    gbias[..., r, c] += unbroadcast(ds, gbias[..., r, c].shape)
         q_shape, k_shape, v_shape = self.shapes
         grads = (unbroadcast(gq * self.scale, q_shape) if needs[0] else None,
                  unbroadcast(gk, k_shape) if needs[1] else None,
@@ -160,8 +160,8 @@ def blockwise_attention(q, k, v, mask=None, bias=None, causal=False, dropout_p=0
     than q (grouped-query attention), as in ``scaled_dot_product_attention``.
     ``causal``: query r attends to keys up to r + Lk - Lq (queries aligned to the end of
     the keys); tiles entirely above that diagonal are skipped, not computed.
-    Dropout with ``dropout_p`` acts on the weights while ``training`` (NumPy only: the
-    backward pass replays the generator). No weights are returned: they never exist whole.
+    Dropout with ``dropout_p`` acts on the weights while ``training``; the backward pass
+    redraws each tile's mask (``backend.rng_replay``). No weights are returned: they never exist whole.
     """
     name = "blockwise_attention"
     if not (isinstance(block_size, int) and block_size > 0):

@@ -18,6 +18,7 @@ attention bias (ALiBi, T5) passed to ``forward``. A LLaMA block is
 bias=False, rotary_base=10000.0)`` under a causal mask.
 """
 from .. import functional as F
+from ..recompute import recompute
 from .attention import MultiHeadAttention
 from .layers import Dropout, LayerNorm, Linear, RMSNorm
 from .module import Module, ModuleList
@@ -155,10 +156,14 @@ class Encoder(Module):
             EncoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first,
                          layer_norm_eps) for _ in range(num_layers))
         self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
+        self.recompute = False  # True: each layer's activations are remade in backward
 
     def forward(self, x, mask=None, bias=None):
         for layer in self.layers:
-            x = layer(x, mask, bias=bias)
+            if self.recompute:
+                x = recompute(lambda h, b, layer=layer: layer(h, mask, bias=b), x, bias)
+            else:
+                x = layer(x, mask, bias=bias)
         return x if self.norm is None else self.norm(x)
 
 
@@ -175,11 +180,17 @@ class Decoder(Module):
             DecoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first,
                          layer_norm_eps) for _ in range(num_layers))
         self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
+        self.recompute = False  # True: each layer's activations are remade in backward
 
     def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None,
                 self_bias=None):
         for i, layer in enumerate(self.layers):
             layer_caches = (None, None) if cache is None else (
                 cache.self_attention[i], cache.cross_attention[i])
-            x = layer(x, memory, self_mask, memory_mask, *layer_caches, self_bias)
+            if self.recompute and cache is None:
+                x = recompute(lambda h, m, b, layer=layer: layer(h, m, self_mask, memory_mask,
+                                                                 self_bias=b),
+                              x, memory, self_bias)
+            else:
+                x = layer(x, memory, self_mask, memory_mask, *layer_caches, self_bias)
         return x if self.norm is None else self.norm(x)

@@ -68,7 +68,7 @@ def _parse_header(path, raw, data_size):
         names = set()
         for name, _ in pairs:
             if name in names:
-                raise SafetensorsError(f"{path}: header names {name!r} more than once")
+                raise SafetensorsError(f"{path}: header names {_short(name)} more than once")
             names.add(name)
         return dict(pairs)
 
@@ -83,14 +83,14 @@ def _parse_header(path, raw, data_size):
         raise SafetensorsError(f"{path}: header must be a JSON object, got "
                                f"{type(header).__name__}")
     header.pop("__metadata__", None)
-    entries = [(name, _checked_entry(f"{path}: tensor {name!r}", entry))
+    entries = [(name, _checked_entry(f"{path}: tensor {_short(name)}", entry))
                for name, entry in header.items()]
     _check_layout(path, entries, data_size)
     return entries
 
 
 def _checked_entry(where, entry):
-    """``(stored NumPy dtype, shape, begin, end)`` of one header entry, or an error."""
+    """``(dtype name, shape, begin, end)`` of one header entry, or an error."""
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise SafetensorsError(f"{where}: entry must be an object with dtype, shape and "
                                f"data_offsets, got {_short(entry)}")
@@ -126,7 +126,7 @@ def _check_layout(path, entries, data_size):
         if begin != end:
             what = "overlaps the tensor before it" if begin < end else "leaves a gap"
             raise SafetensorsError(
-                f"{path}: tensor {name!r} begins at byte {begin} of the data but the "
+                f"{path}: tensor {_short(name)} begins at byte {begin} of the data but the "
                 f"previous tensor ends at {end}: it {what}; tensors must be stored "
                 "back to back")
         end = stop
