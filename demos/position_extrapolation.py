@@ -20,7 +20,7 @@ or at least not hurt: a scheme whose loss rises with the window fails to extrapo
 Prints a table of held-out nats per character and saves a plot (with matplotlib) to
 ``runs/position_extrapolation.png``.
 
-    python demos/position_extrapolation.py     # about five minutes on a 2-core CPU
+    python demos/position_extrapolation.py     # 3.7 minutes on a busy 2-core CPU
 """
 import os
 
@@ -107,7 +107,9 @@ def plot(results, args):
         axes.plot([s * args.context for s in scored], [losses[s] for s in scored], "o-",
                   label=positions)
     axes.axvline(args.context, color="grey", linestyle=":", label="trained length")
-    axes.set(xscale="log", xticks=[s * args.context for s in SCALES],
+    axes.set_xscale("log", base=2)
+    axes.minorticks_off()
+    axes.set(xticks=[s * args.context for s in SCALES],
              xticklabels=[s * args.context for s in SCALES], xlabel="evaluation window",
              ylabel="held-out loss (nats/char)", title="Which positions extrapolate?")
     axes.legend()
