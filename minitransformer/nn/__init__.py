@@ -1,7 +1,7 @@
 """Neural-network modules, built on ``minitransformer.functional``.
 
 Read in this order: module (containers) -> layers -> attention -> transformer (blocks)
--> models (whole networks).
+-> models (whole networks) -> quantize (int8 weights for inference).
 """
 from .attention import AttentionCache, KVCache, MultiHeadAttention
 from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
@@ -10,4 +10,5 @@ from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, 
 from .models import (GPT, EncoderClassifier, EncoderClassifierConfig, GPTConfig,
                      Transformer, TransformerConfig)
 from .module import Module, ModuleList, Parameter
+from .quantize import QuantizedLinear, quantize_int8, weight_bytes
 from .transformer import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward
