@@ -1,12 +1,15 @@
 """Neural-network modules, built on ``minitransformer.functional``.
 
 Read in this order: module (containers) -> layers -> attention -> transformer (blocks)
--> models (whole networks).
+-> models (whole networks) -> bert (pre-training and tagging heads)
+-> vit (the Vision Transformer).
 """
 from .attention import AttentionCache, KVCache, MultiHeadAttention
+from .bert import MaskedLanguageModel, MaskedLMHead, TokenClassifier, mask_tokens
 from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
                      SinusoidalPositionalEncoding)
 from .models import (GPT, EncoderClassifier, EncoderClassifierConfig, GPTConfig,
                      Transformer, TransformerConfig)
 from .module import Module, ModuleList, Parameter
 from .transformer import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward
+from .vit import ViT, ViTConfig
