@@ -6,7 +6,7 @@ little data (1437 training images) a Transformer, which knows nothing of pixels 
 neighbours, overfits quickly; shifting each training image by up to one pixel
 (augmentation) is what takes it past 97%.
 
-What to watch: accuracy climbs past 90% within a few hundred steps; the final figure is
+What to watch: accuracy passes 90% within a thousand steps and ends near 99%; the final figure is
 on 360 held-out images (a fixed fifth of the set, the same for every --seed), against
 the 10% of guessing and a nearest-centroid baseline. The PNG shows, for a few held-out
 digits, where the [CLS] token of the last layer looks (mean over heads): the patches
@@ -27,7 +27,7 @@ from minitransformer.nn import ViT, ViTConfig
 
 
 def make_parser(path=__file__, doc=__doc__):
-    parser = common.make_parser(path, doc, steps=1500, batch_size=64, lr=2e-3, warmup=100,
+    parser = common.make_parser(path, doc, steps=3000, batch_size=64, lr=1e-3, warmup=100,
                                 d_model=64, layers=3, heads=4)
     parser.add_argument("--patch-size", type=int, default=2, help="default %(default)s")
     parser.add_argument("--plot", default="runs/vit_cls_attention.png",
@@ -99,10 +99,12 @@ def classifier_loss(model, batch):
     return cross_entropy(model(images), labels)
 
 
-def train_vit(model, args, data):
+def train_vit(model, args, data, loss_fn=classifier_loss):
+    """Train on shifted training images (the same batches for every model of one --seed);
+    return the held-out accuracy."""
     train_images, train_labels, test_images, test_labels = data
     common.describe(model)
-    common.train(model, args, batches(train_images, train_labels, args), classifier_loss,
+    common.train(model, args, batches(train_images, train_labels, args), loss_fn,
                  lambda model: {"accuracy": accuracy(model, test_images, test_labels)})
     model.eval()
     return accuracy(model, test_images, test_labels)
