@@ -83,13 +83,14 @@ def training_flops(spec):
 
 
 class OurRunner:
-    def __init__(self, spec, seed=0):
+    def __init__(self, spec, seed=0, recompute=False):
         mt.manual_seed(seed)
         config = TransformerConfig(src_vocab_size=spec.vocab, tgt_vocab_size=spec.vocab,
                                    d_model=spec.d_model, num_heads=spec.heads,
                                    num_encoder_layers=spec.layers,
                                    num_decoder_layers=spec.layers, d_ff=spec.d_ff,
-                                   dropout=spec.dropout, tie_output_embedding=False)
+                                   dropout=spec.dropout, tie_output_embedding=False,
+                                   recompute=recompute)
         self.spec = spec
         self.model = Transformer(config)
         self.optimizer = Adam(self.model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9)

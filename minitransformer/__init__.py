@@ -1,6 +1,7 @@
 """minitransformer: a small, readable autograd engine and every Transformer part on it.
 
-Read it in this order: backend -> autograd -> ops -> gradcheck -> functional -> masks
+Read it in this order: backend -> autograd -> ops -> gradcheck -> recompute -> functional
+-> masks
 -> nn -> optim -> train, checkpoint, generate -> pretrained.
 """
 from . import functional, generate, masks, nn, ops, optim, pretrained
@@ -11,6 +12,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .gradcheck import GradcheckError, gradcheck
 from .ops import (concatenate, exp, log, masked_fill, matmul, maximum, relu, sqrt,
                   stack, tanh, where)
+from .recompute import recompute
 from .train import fit
 
 __version__ = "0.1.0"

@@ -19,10 +19,11 @@ _grad_enabled = True
 
 
 @contextlib.contextmanager
-def no_grad():
-    """Within this block, operations record no graph (for evaluation and decoding)."""
+def no_grad(enabled=False):
+    """Within this block, operations record no graph (for evaluation and decoding);
+    ``no_grad(enabled=True)`` records one again, even inside an outer ``no_grad``."""
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _grad_enabled = _grad_enabled, enabled
     try:
         yield
     finally:

@@ -7,6 +7,8 @@ Chainer's and DeZero's ``get_array_module``.
 
 Devices are named ``"cpu"`` (NumPy arrays) and ``"gpu"`` (CuPy arrays).
 """
+import contextlib
+
 import numpy
 
 host = numpy
@@ -141,3 +143,39 @@ def get_rng_state():
 
 def set_rng_state(state):
     rng("cpu").bit_generator.state = state
+
+
+
+def rng_fork(device=None):
+    """Mark the point from which the next random draws on ``device`` can be replayed by
+    ``rng_replay``: activation recomputation and blockwise attention redraw a dropout
+    mask instead of storing it. On the CPU the mark is the generator's state, so the
+    draws are exactly those of a run without replay. CuPy's generator state cannot be
+    saved ("random states cannot be serialized"), so on the GPU the draws from here on
+    come from a fresh generator seeded from the CPU one, and the seed is the mark."""
+    device = device or default_device()
+    if device == "cpu":
+        return rng("cpu").bit_generator.state
+    seed = int(rng("cpu").integers(2 ** 63))
+    _generators[device] = xp(device).random.default_rng(seed)
+    return seed
+
+
+@contextlib.contextmanager
+def rng_replay(mark, device=None):
+    """Within this block ``device``'s generator draws again what it drew after
+    ``rng_fork`` returned ``mark``; afterwards it goes on from where it was."""
+    device = device or default_device()
+    if device == "cpu":
+        generator = rng("cpu")
+        saved, generator.bit_generator.state = generator.bit_generator.state, mark
+        try:
+            yield
+        finally:
+            generator.bit_generator.state = saved
+        return
+    saved, _generators[device] = rng(device), xp(device).random.default_rng(mark)
+    try:
+        yield
+    finally:
+        _generators[device] = saved

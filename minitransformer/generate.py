@@ -1,4 +1,4 @@
-"""Decoding: greedy search, sampling (temperature, top-k) and beam search.
+"""Decoding: greedy search, sampling (temperature, top-k, top-p) and beam search.
 
 Every algorithm here sees a model through one small interface, a *stepper*: give it the
 tokens decoded so far, (B, T), and it returns the logits of the next token, (B, V).
@@ -95,26 +95,50 @@ def greedy(model, tokens, max_new_tokens, src=None, eos_id=None, use_cache=True)
     return _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose=None)
 
 
+def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
+    """The distribution ``sample`` draws from: logits (B, V) -> probabilities (B, V).
+
+    softmax(logits / temperature), restricted to the ``top_k`` most likely tokens, then
+    to the nucleus (Holtzman et al., 2020): the most likely tokens whose probabilities,
+    added in decreasing order, first reach ``top_p`` (tokens tied with the last one are
+    kept too); renormalised. Zero elsewhere."""
+    xp = backend.get_array_module(logits)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = xp.partition(logits, -top_k, axis=-1)[:, -top_k, None]
+        logits = xp.where(logits < kth, -xp.inf, logits)
+    probs = xp.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if top_p is not None and top_p < 1:
+        ranked = -xp.sort(-probs, axis=-1)
+        before = xp.cumsum(ranked, axis=-1) - ranked  # the mass of the more likely tokens
+        kept = (before < top_p).sum(axis=-1, keepdims=True)  # >= 1, as before[0] = 0
+        cutoff = xp.take_along_axis(ranked, kept - 1, axis=-1)
+        probs = xp.where(probs >= cutoff, probs, 0)
+        probs /= probs.sum(axis=-1, keepdims=True)
+    return probs
+
+
 def sample(model, tokens, max_new_tokens, temperature=1.0, top_k=None, src=None,
-           eos_id=None, use_cache=True):
-    """Like ``greedy``, but draw each token from softmax(logits / temperature), restricted
-    to the ``top_k`` most likely tokens when given. Seed with ``mt.manual_seed``."""
+           eos_id=None, use_cache=True, top_p=None):
+    """Like ``greedy``, but draw each token from ``sampling_distribution(logits,
+    temperature, top_k, top_p)``. Seed with ``mt.manual_seed``."""
     if temperature <= 0:
         raise ValueError(f"sample: temperature must be > 0, got {temperature} "
                          "(use greedy() for temperature 0)")
     if top_k is not None and top_k < 1:
         raise ValueError(f"sample: top_k must be a positive integer, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"sample: top_p must be in (0, 1], got {top_p}")
 
     def choose(logits, xp):
-        logits = logits / temperature
-        if top_k is not None and top_k < logits.shape[-1]:
-            kth = xp.partition(logits, -top_k, axis=-1)[:, -top_k, None]
-            logits = xp.where(logits < kth, -xp.inf, logits)
-        probs = xp.exp(logits - logits.max(axis=-1, keepdims=True))
-        cumulative = xp.cumsum(probs / probs.sum(axis=-1, keepdims=True), axis=-1)
+        probs = sampling_distribution(logits, temperature, top_k, top_p)
+        cumulative = xp.cumsum(probs, axis=-1)
+        # inverse-CDF sampling: the first token whose cumulative mass passes the draw;
+        # drawing up to the last cumulative value (not 1) never lands past the last
+        # token that has any probability, whatever the round-off
         draws = backend.rng(backend.device_of(logits)).random((logits.shape[0], 1))
-        # inverse-CDF sampling; the clip guards against round-off past the last bucket
-        return xp.minimum((cumulative < draws).sum(axis=-1), logits.shape[-1] - 1)
+        return (cumulative < draws * cumulative[:, -1:]).sum(axis=-1)
 
     return _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose)
 

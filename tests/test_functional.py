@@ -413,6 +413,10 @@ def float32_calls():
         "dropout": (lambda x: F.dropout(x, 0.5, True), [x]),
         "linear": (F.linear, [x, w, b]), "embedding": (lambda w: F.embedding([[1, 2]], w), [w]),
         "layer_norm": (lambda x, d: F.layer_norm(x, d, d), [x, d]),
+        "rms_norm": (F.rms_norm, [x, d]), "silu": (F.silu, [x]),
+        "rotary": (lambda x: F.rotary_embedding(x, [0, 5, 9]), [x]),
+        "attention_bias": (lambda x, bias: F.scaled_dot_product_attention(
+            x, x, x, bias=bias)[0], [x, t(3, 3)]),
         "attention": (lambda x: F.scaled_dot_product_attention(
             x, x, x, mask=np.tri(3, dtype=bool), dropout_p=0.2)[0], [x]),
         "cross_entropy": (lambda x: F.cross_entropy(x, np.zeros((2, 3), int), 1, 0.1), [x]),

@@ -1,5 +1,6 @@
 """Scaled dot-product attention: equal, in value and gradient, to attention composed from
-primitive ops, for broadcast batch dims and masks with fully masked query rows; weights
+primitive ops, for broadcast batch dims, grouped-query heads, additive biases and masks
+with fully masked query rows; weights
 that sum to 1 (or 0 on a fully masked row) and carry no graph; dropout; clear errors."""
 import math
 
@@ -17,22 +18,32 @@ from test_functional import assert_same, composed_log_softmax, seeds
 
 @st.composite
 def attention_inputs(draw):
-    """q, k, v with batch dims (B, H) (k and v possibly shared across heads) and a boolean
-    mask broadcastable to (B, H, Lq, Lk), often with fully masked query rows."""
-    b, h, lq, lk, dk, dv = (draw(st.integers(1, 3)) for _ in range(6))
-    kv_heads = draw(st.sampled_from([h, 1]))
+    """q, k, v with batch dims (B, H) (k and v with H, 1 or, grouped, H/2 heads), a
+    boolean mask broadcastable to (B, H, Lq, Lk), often with fully masked query rows, and
+    (with ``with_bias``) a float bias broadcastable to (B, H, Lq, Lk) or None."""
+    b, lq, lk, dk, dv = (draw(st.integers(1, 3)) for _ in range(5))
+    h = draw(st.integers(1, 4))
+    kv_heads = draw(st.sampled_from([h, 1] + ([h // 2] if h % 2 == 0 else [])))
     q = draw(arrays((b, h, lq, dk)))
     k = draw(arrays((b, kv_heads, lk, dk)))
     v = draw(arrays((b, kv_heads, lk, dv)))
     full = (b, h, lq, lk)
-    mask_shape = tuple(draw(st.sampled_from([1, n])) for n in full)
-    mask_shape = mask_shape[draw(st.integers(0, 2)):]
-    mask = draw(st.none() | hnp.arrays(bool, mask_shape))
-    return q, k, v, mask
+
+    def broadcastable():
+        shape = tuple(draw(st.sampled_from([1, n])) for n in full)
+        return shape[draw(st.integers(0, 2)):]
+    mask = draw(st.none() | hnp.arrays(bool, broadcastable()))
+    bias = draw(st.none() | arrays(broadcastable()))
+    return q, k, v, mask, bias
 
 
-def composed_attention(q, k, v, mask):
+def composed_attention(q, k, v, mask, bias=None):
+    if k.shape[1] not in (1, q.shape[1]):  # grouped: query head h reads kv head h // G
+        kv_head = np.arange(q.shape[1]) // (q.shape[1] // k.shape[1])
+        k, v = k[:, kv_head], v[:, kv_head]
     scores = (q @ k.swapaxes(-1, -2)) * (1 / math.sqrt(q.shape[-1]))
+    if bias is not None:
+        scores = scores + bias
     if mask is None:
         return composed_log_softmax(scores, -1).exp() @ v
     full = np.broadcast_to(mask, scores.shape)
@@ -41,19 +52,23 @@ def composed_attention(q, k, v, mask):
     return (probs * any_key) @ v
 
 
-@given(inputs=attention_inputs(), which=st.sampled_from(["qkv", "q", "k", "v"]))
+@given(inputs=attention_inputs(), which=st.sampled_from(["qkvb", "q", "k", "v", "b"]))
 def test_attention_equals_composed(inputs, which):
-    q, k, v, mask = inputs
-    tensors = [leaf(a, requires_grad=name in which) for a, name in zip((q, k, v), "qkv")]
+    q, k, v, mask, bias = inputs
+    bias = np.zeros((1, 1)) if bias is None else bias
+    tensors = [leaf(a, requires_grad=name in which)
+               for a, name in zip((q, k, v, bias), "qkvb")]
     m = None if mask is None else mt.tensor(mask)
-    assert_same(lambda *t: F.scaled_dot_product_attention(*t, mask=m)[0],
-                lambda *t: composed_attention(*t, mask), tensors)
-    assert mt.gradcheck(lambda *t: F.scaled_dot_product_attention(*t, mask=m)[0], tensors)
+
+    def fused(q, k, v, b):
+        return F.scaled_dot_product_attention(q, k, v, mask=m, bias=b)[0]
+    assert_same(fused, lambda *t: composed_attention(*t[:3], mask, t[3]), tensors)
+    assert mt.gradcheck(fused, tensors)
 
 
 @given(inputs=attention_inputs())
 def test_attention_weights_and_fully_masked_rows(inputs):
-    q, k, v, mask = inputs
+    q, k, v, mask, _ = inputs
     tensors = [leaf(a) for a in (q, k, v)]
     out, weights = F.scaled_dot_product_attention(*tensors, mask=mask)
     assert not weights.requires_grad and weights.shape == (*out.shape[:-1], k.shape[-2])
@@ -73,18 +88,18 @@ def test_attention_weights_and_fully_masked_rows(inputs):
 @settings(max_examples=6)
 @given(inputs=attention_inputs(), seed=seeds)
 def test_attention_dropout_gradient(inputs, seed):
-    q, k, v, mask = inputs
-    tensors = [leaf(a) for a in (q, k, v)]
+    q, k, v, mask, bias = inputs
+    tensors = [leaf(a) for a in (q, k, v)] + ([] if bias is None else [leaf(bias)])
 
-    def attend(*t):
+    def attend(q, k, v, b=None):
         mt.manual_seed(seed)  # the same dropout mask on every call
-        return F.scaled_dot_product_attention(*t, mask=mask, dropout_p=0.4)[0]
+        return F.scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=0.4, bias=b)[0]
     assert mt.gradcheck(attend, tensors)
     mt.manual_seed(seed)
-    without = F.scaled_dot_product_attention(*tensors, mask=mask, dropout_p=0.4,
-                                             training=False)[0]
-    np.testing.assert_array_equal(
-        without.numpy(), F.scaled_dot_product_attention(*tensors, mask=mask)[0].numpy())
+    without = F.scaled_dot_product_attention(*tensors[:3], mask=mask, dropout_p=0.4,
+                                             training=False, bias=bias)[0]
+    np.testing.assert_array_equal(without.numpy(), F.scaled_dot_product_attention(
+        *tensors[:3], mask=mask, bias=bias)[0].numpy())
 
 
 def test_attention_dropout_drops_weights_but_reports_them_before():
@@ -109,3 +124,11 @@ def test_attention_errors_name_shapes_and_dtypes():
         attend(q, k, leaf(np.ones((2, 4, 4))))
     with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\), got 1"):
         attend(q, k, k, dropout_p=1)
+    with pytest.raises(TypeError, match="bias must be a float array .* got dtype bool"):
+        attend(q, k, k, bias=np.ones((3, 5), bool))
+    with pytest.raises(ValueError, match=r"bias has shape \(2, 3, 4\), expected one that "
+                                         r"broadcasts to .* \(2, 3, 5\)"):
+        attend(q, k, k, bias=np.ones((2, 3, 4)))
+    q4, k4 = leaf(np.ones((1, 4, 2, 3))), leaf(np.ones((1, 3, 2, 3)))
+    with pytest.raises(ValueError, match="q has 4 heads and k 3 .* dividing q's"):
+        attend(q4, k4, k4)

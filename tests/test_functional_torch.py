@@ -91,27 +91,35 @@ def test_layer_norm(data, lead, dim, eps):
                   lambda x, w, b: TF.layer_norm(x, (dim,), w, b, eps), [x, w, b])
 
 
-@given(data=st.data())
-def test_scaled_dot_product_attention(data):
+@given(data=st.data(), with_bias=st.booleans())
+def test_scaled_dot_product_attention(data, with_bias):
+    """Masks, additive biases (torch: a float attn_mask) and grouped-query heads
+    (torch: enable_gqa=True)."""
     b, h, lq, lk, dk, dv = (data.draw(st.integers(1, 4)) for _ in range(6))
-    kv_heads = data.draw(st.sampled_from([h, 1]))
+    kv_heads = data.draw(st.sampled_from([n for n in range(1, h + 1) if h % n == 0]))
     q = data.draw(arrays((b, h, lq, dk)))
     k, v = data.draw(arrays((b, kv_heads, lk, dk))), data.draw(arrays((b, kv_heads, lk, dv)))
     mask_shape = tuple(data.draw(st.sampled_from([1, n])) for n in (b, h, lq, lk))
     mask = data.draw(st.none() | hnp.arrays(bool, mask_shape))
+    bias_shape = tuple(data.draw(st.sampled_from([1, n])) for n in (b, h, lq, lk))
+    inputs = [q, k, v] + ([data.draw(arrays(bias_shape))] if with_bias else [])
 
-    def reference(q, k, v):
-        k, v = k.expand(b, h, lk, dk), v.expand(b, h, lk, dv)
+    def reference(q, k, v, bias=None):
         attn_mask = None if mask is None else torch.tensor(mask)
-        out = TF.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if bias is not None and mask is not None:  # torch takes one attn_mask: fold the
+            blocked = torch.tensor(-1e300, dtype=torch.float64)  # boolean one into the bias
+            attn_mask = bias + torch.where(attn_mask, 0.0, blocked)
+        elif bias is not None:
+            attn_mask = bias
+        out = TF.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=True)
         if mask is None:
             return out
         # A query with no key to attend to: ours gives zeros; make torch's row zeros too,
         # whatever its version returns there (NaN in some, zeros in others).
         has_key = torch.tensor(mask.any(axis=-1, keepdims=True))
         return torch.where(has_key, out, torch.zeros((), dtype=out.dtype))
-    matches_torch(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=mask)[0],
-                  reference, [q, k, v])
+    matches_torch(lambda q, k, v, bias=None: F.scaled_dot_product_attention(
+        q, k, v, mask=mask, bias=bias)[0], reference, inputs)
 
 
 @given(data=st.data(), smoothing=st.sampled_from([0.0, 0.1, 0.7]),

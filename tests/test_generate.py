@@ -114,22 +114,49 @@ def test_sampling_is_seeded_and_respects_top_k():
     np.testing.assert_array_equal(host(generate.sample(model, prompt[:2], 3, top_k=1)), greedy)
 
 
-def test_sampling_follows_the_distribution():
-    model = tiny_gpt(4, vocab=5)
+def test_sampling_distribution_written_out():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
+    dist = lambda **kw: host(generate.sampling_distribution(mt.tensor(logits).data, **kw))  # noqa
+    np.testing.assert_allclose(dist(), np.exp(logits), rtol=1e-12)
+    # nucleus 0.7: 0.5 alone is short of it, 0.5 + 0.3 reaches it
+    np.testing.assert_allclose(dist(top_p=0.7), [[0.625, 0.375, 0, 0], [0, 0, 0.375, 0.625]])
+    np.testing.assert_allclose(dist(top_p=0.85)[0], [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0])
+    np.testing.assert_allclose(dist(top_p=0.3)[0], [1, 0, 0, 0])
+    np.testing.assert_allclose(dist(top_k=3, top_p=0.9)[0], [0.5, 0.3, 0.15, 0] / np.float64(0.95))
+    # temperature 0.5 squares the probabilities before the nucleus is taken: 25:9:2.25:.25
+    squared = np.array([0.25, 0.09, 0.0225, 0.0025])
+    np.testing.assert_allclose(dist(temperature=0.5, top_p=0.9)[0],
+                               [0.25 / 0.34, 0.09 / 0.34, 0, 0], rtol=1e-12)
+    np.testing.assert_allclose(dist(temperature=0.5)[0], squared / squared.sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("options", [{}, dict(temperature=0.7, top_k=4, top_p=0.5)])
+def test_sampling_follows_the_distribution(options):
+    """20000 draws of the first token: every frequency within 4.5 standard errors of the
+    exact probability from sampling_distribution (a wrong distribution fails; the seed
+    makes it repeatable), and no token outside the top-k/nucleus is ever drawn."""
+    model = tiny_gpt(4, vocab=6)
     model.eval()
-    prompt = np.zeros((4000, 1), np.int64)
+    prompt = np.zeros((20000, 1), np.int64)
     mt.manual_seed(0)
-    drawn = host(generate.sample(model, prompt, 1))[:, 1]
+    drawn = host(generate.sample(model, prompt, 1, **options))[:, 1]
     with mt.no_grad():
-        expected = host(mt.functional.softmax(model(prompt[:1])).data)[0, -1]
-    observed = np.bincount(drawn, minlength=5) / len(drawn)
-    np.testing.assert_allclose(observed, expected, atol=0.03)
+        logits = model(prompt[:1]).data[:, -1].astype(np.float64)
+    expected = host(generate.sampling_distribution(logits, **options))[0]
+    observed = np.bincount(drawn, minlength=6) / len(drawn)
+    assert (observed[expected == 0] == 0).all()
+    tolerance = 4.5 * np.sqrt(expected * (1 - expected) / len(drawn))
+    assert (np.abs(observed - expected) <= tolerance).all(), (observed, expected)
+    if options:
+        assert 1 < (expected > 0).sum() < 4  # the nucleus bites on this model
 
 
 def test_bad_arguments():
     model = tiny_gpt(0)
     with pytest.raises(ValueError, match="temperature"):
         generate.sample(model, np.zeros((1, 1), np.int64), 2, temperature=0)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got 0"):
+        generate.sample(model, np.zeros((1, 1), np.int64), 2, top_p=0)
     with pytest.raises(ValueError, match="integer"):
         generate.greedy(model, np.zeros((1, 1)), 2)
     with pytest.raises(ValueError, match="beam_size"):

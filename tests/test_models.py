@@ -58,11 +58,12 @@ def check_all_grads(fn, model, directions):
 
 @settings(max_examples=6)
 @given(seed=seeds, src=padded_ids(7), tgt=padded_ids(9), norm_first=st.booleans(),
-       tie=st.booleans())
-def test_transformer_gradients_end_to_end(seed, src, tgt, norm_first, tie):
+       tie=st.booleans(), positions=st.sampled_from(["sinusoidal", "t5"]))
+def test_transformer_gradients_end_to_end(seed, src, tgt, norm_first, tie, positions):
     tgt = np.resize(tgt, (src.shape[0], tgt.shape[1]))
     tgt[:, 0] = 1
-    model = tiny_transformer(seed, norm_first=norm_first, tie_output_embedding=tie)
+    model = tiny_transformer(seed, norm_first=norm_first, tie_output_embedding=tie,
+                             positions=positions)
     model.to(dtype=np.float64)
     check_all_grads(lambda: model(dev(src), dev(tgt)), model, directions=2)
 
@@ -136,9 +137,11 @@ def test_state_dict_round_trip_keeps_outputs_and_ties():
 
 @settings(max_examples=8)
 @given(seed=seeds, src=padded_ids(7, max_batch=3), steps=st.integers(1, 5),
-       norm_first=st.booleans())
-def test_transformer_cached_decoding_matches_full_decoding(seed, src, steps, norm_first):
-    model = tiny_transformer(seed, norm_first=norm_first).to(dtype=np.float64)
+       norm_first=st.booleans(), positions=st.sampled_from(["sinusoidal", "t5"]))
+def test_transformer_cached_decoding_matches_full_decoding(seed, src, steps, norm_first,
+                                                           positions):
+    model = tiny_transformer(seed, norm_first=norm_first, positions=positions)
+    model.to(dtype=np.float64)
     src, tgt = dev(src), dev(np.random.default_rng(seed).integers(1, 9, (len(src), steps)))
     src_mask = model.source_mask(src)
     memory = model.encode(src, src_mask)

@@ -1,6 +1,7 @@
 """The layers, attention and transformer blocks of minitransformer.nn: values against
 closed forms or a plain NumPy reference, float64 gradient checks of every parameter on
 hypothesis-drawn shapes and masks, the KV cache, modes, and argument errors."""
+import gc
 import math
 
 import numpy as np
@@ -144,15 +145,18 @@ def test_learned_positions(seed, length, start):
 # ---- attention -----------------------------------------------------------------------
 
 def reference_attention(mha, query, key, value, mask):
-    """Multi-head attention in plain NumPy, one head at a time."""
+    """Multi-head attention in plain NumPy, one head at a time; query head h reads
+    key/value head h // (H // H_kv)."""
     p = {name: (host(getattr(mha, name).weight.data), host(getattr(mha, name).bias.data))
          for name in ("w_q", "w_k", "w_v", "w_o")}
     project = {name: x @ w.T + b for (name, (w, b)), x in
                zip(p.items(), (query, key, value))}
     mask = np.ones((1, 1, 1, 1), bool) if mask is None else host(getattr(mask, "data", mask))
     dh, heads = mha.head_dim, []
+    group = mha.num_heads // mha.num_kv_heads
     for h in range(mha.num_heads):
-        q, k, v = (project[n][..., h * dh:(h + 1) * dh] for n in ("w_q", "w_k", "w_v"))
+        q = project["w_q"][..., h * dh:(h + 1) * dh]
+        k, v = (project[n][..., h // group * dh:(h // group + 1) * dh] for n in ("w_k", "w_v"))
         scores = q @ k.swapaxes(-1, -2) / math.sqrt(dh)
         allowed = np.broadcast_to(mask[:, min(h, mask.shape[1] - 1)], scores.shape)
         weights = np.where(allowed, np.exp(scores - scores.max(-1, keepdims=True)), 0)
@@ -164,8 +168,9 @@ def reference_attention(mha, query, key, value, mask):
 
 @st.composite
 def attention_cases(draw):
-    batch, heads, head_dim = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(
+    batch, heads, head_dim = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(
         st.integers(1, 3))
+    kv_heads = draw(st.sampled_from([n for n in range(1, heads + 1) if heads % n == 0]))
     lq, lk = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     cross = draw(st.booleans())
     lk = lk if cross else lq
@@ -174,15 +179,15 @@ def attention_cases(draw):
     mask = {"none": None, "causal": causal_mask(lq)}.get(kind)
     if kind == "padding":
         mask = draw(key_masks(batch, lk))
-    return batch, heads, head_dim, lq, lk, cross, mask, draw(seeds)
+    return batch, heads, kv_heads, head_dim, lq, lk, cross, mask, draw(seeds)
 
 
 @given(case=attention_cases())
 def test_multi_head_attention(case):
-    batch, heads, head_dim, lq, lk, cross, mask, seed = case
+    batch, heads, kv_heads, head_dim, lq, lk, cross, mask, seed = case
     mt.manual_seed(seed)
     d = heads * head_dim
-    mha = float64(nn.MultiHeadAttention(d, heads))
+    mha = float64(nn.MultiHeadAttention(d, heads, num_kv_heads=kv_heads))
     q = leaf(normal(seed, batch, lq, d))
     kv = leaf(normal(seed + 1, batch, lk, d)) if cross else q
     out = mha(q, kv, kv, mask)
@@ -211,19 +216,20 @@ def test_fully_masked_query_gives_zero_attention_not_nan():
     np.testing.assert_allclose(out, np.broadcast_to(mha.w_o.bias.numpy(), out.shape))
 
 
-@given(seed=seeds, chunks=st.lists(st.integers(1, 3), min_size=1, max_size=4))
-def test_kv_cache_matches_full_self_attention(seed, chunks):
+@given(seed=seeds, chunks=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+       kv_heads=st.sampled_from([1, 2, 4]))
+def test_kv_cache_matches_full_self_attention(seed, chunks, kv_heads):
     mt.manual_seed(seed)
-    mha = float64(nn.MultiHeadAttention(6, 3))
+    mha = float64(nn.MultiHeadAttention(8, 4, num_kv_heads=kv_heads))
     length = sum(chunks)
-    x = leaf(normal(seed, 2, length, 6), requires_grad=False)
+    x = leaf(normal(seed, 2, length, 8), requires_grad=False)
     full = mha(x, x, x, causal_mask(length)).numpy()
     cache, parts, past = nn.AttentionCache(), [], 0
     for n in chunks:
         step = x[:, past:past + n]
         parts.append(mha(step, step, step, causal_mask(n, past + n), cache=cache).numpy())
         past += n
-    assert len(cache) == length
+    assert len(cache) == length and cache.keys.shape == (2, kv_heads, length, 2)
     np.testing.assert_allclose(np.concatenate(parts, axis=1), full, rtol=1e-10, atol=1e-12)
 
 
@@ -268,6 +274,9 @@ def test_attention_argument_errors():
     with pytest.raises(ValueError, match="num_heads=5 must be a positive integer dividing "
                                          "d_model=64"):
         nn.MultiHeadAttention(64, 5)
+    with pytest.raises(ValueError, match="num_kv_heads=3 must be a positive integer dividing "
+                                         "num_heads=8"):
+        nn.MultiHeadAttention(64, 8, num_kv_heads=3)
     with pytest.raises(ValueError, match=r"mask has shape \(2, 1, 1, 4\), expected a shape "
                                          r"broadcastable to \(B, H, Lq, Lk\) = \(2, 8, 3, 3\)"):
         mha(x, x, x, np.ones((2, 1, 1, 4), bool))
@@ -364,3 +373,39 @@ def test_float32_stays_float32():
     out.sum().backward()
     assert x.grad.dtype == np.float32
     assert all(p.grad.dtype == np.float32 for p in layer.parameters())
+
+
+def cycle_garbage_left_by(action):
+    """The type names of the objects that ``action()`` leaves in reference cycles, found
+    with the collector off, so that nothing is freed behind the test's back."""
+    gc.collect()
+    flags = gc.get_debug()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # the collector keeps what it finds in gc.garbage
+    try:
+        action()
+        gc.collect()
+        return sorted({type(obj).__name__ for obj in gc.garbage})
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(flags)
+        gc.enable()
+
+
+def test_walking_modules_and_training_leave_no_reference_cycles():
+    """The README's promise: memory is freed by reference counting alone."""
+    model = mt.nn.GPT(mt.nn.GPTConfig(vocab_size=7, max_len=6, d_model=8, num_heads=2,
+                                      num_layers=2, dropout=0.1))
+    optimizer = mt.optim.AdamW(model.parameters(), lr=1e-3)
+    tokens = np.arange(10).reshape(2, 5) % 7
+
+    def loss(model, batch):
+        return mt.functional.cross_entropy(model(batch[:, :-1]).reshape(-1, 7),
+                                           mt.tensor(batch[:, 1:].reshape(-1)))
+
+    def walk_and_train():
+        for _ in range(3):
+            model.parameters(), model.state_dict(), list(model.named_modules())
+            model.zero_grad(), model.train(), model.to(dtype=np.float32)
+        mt.train.fit(model, optimizer, lambda: tokens, loss, steps=3, log_every=0)
+    assert cycle_garbage_left_by(walk_and_train) == []

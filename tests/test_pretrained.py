@@ -4,6 +4,7 @@ tests/fixtures/make_minilm_fixture.py; skipped when the model package is absent)
 import json
 import pathlib
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -77,20 +78,45 @@ def entry(dtype="F32", shape=(2,), offsets=(0, 8)):
     return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
 
 
+def two(first, second, data_size):
+    """A header of two F32 tensors, a and b, at the given offsets, and the data."""
+    header = {"a": entry(shape=((first[1] - first[0]) // 4,), offsets=first),
+              "b": entry(shape=((second[1] - second[0]) // 4,), offsets=second)}
+    return file_bytes(header, bytes(data_size))
+
+
 BAD_FILES = {  # case: (file bytes, what the error must say)
     "shorter than the length field": (b"\x01\x02", "truncated file"),
     "header longer than the file": (file_bytes({"w": entry()}, header_len=1000),
                                     "header length 1000 does not fit"),
     "header not JSON": (file_bytes(b"{not json"), "not valid UTF-8 JSON"),
     "header not an object": (file_bytes(b"[1, 2]"), "must be a JSON object"),
-    "duplicate name": (file_bytes(b'{"w": {}, "w": {}}'), "more than once"),
+    "duplicate name": (file_bytes(b'{"w": {}, "w": {}}'), "'w' more than once"),
+    "nested too deeply": (file_bytes(b'{"w": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+                          "nested too deeply"),
     "entry not an object": (file_bytes({"w": [1, 2]}), "must be an object with dtype"),
     "unknown dtype": (file_bytes({"w": entry(dtype="F8_E4M3")}), "unknown dtype 'F8_E4M3'"),
+    "dtype not a string": (file_bytes({"w": entry(dtype=["F32"])}), "unknown dtype"),
     "negative dimension": (file_bytes({"w": entry(shape=(-2,))}), "non-negative integers"),
-    "end past the data": (file_bytes({"w": entry(offsets=(0, 16))}),
-                          r"data_offsets \[0, 16\] are out of range"),
-    "begin after end": (file_bytes({"w": entry(offsets=(8, 0))}), "out of range"),
+    "rank 65": (file_bytes({"w": entry(shape=(1,) * 65, offsets=(0, 4))}, bytes(4)),
+                "at most 64 non-negative integers"),
+    "dimension of 2**64": (file_bytes({"w": entry(shape=(2 ** 64, 0), offsets=(0, 0))}, b""),
+                           "too large for any array"),
+    "end past the data": (file_bytes({"w": entry(shape=(4,), offsets=(0, 16))}),
+                          r"end at byte 16 of the data, but the data section has 8 bytes "
+                          r"\(is the file truncated\?\)"),
+    "begin after end": (file_bytes({"w": entry(offsets=(8, 0))}),
+                        r"0 <= begin <= end, got \[8, 0\]"),
     "size disagrees with shape": (file_bytes({"w": entry(shape=(3,))}), "needs 12 bytes"),
+    "overlapping tensors": (two((0, 8), (4, 12), 12), "'b' begins at byte 4 .* ends at 8: "
+                                                      "it overlaps the tensor before it"),
+    "same bytes twice": (two((0, 8), (0, 8), 8), "'b' begins at byte 0 .* overlaps"),
+    "gap between tensors": (two((0, 8), (12, 20), 20), "'b' begins at byte 12 .* gap"),
+    "gap at the start": (file_bytes({"w": entry(offsets=(4, 12))}, bytes(12)),
+                         "'w' begins at byte 4 .* ends at 0: it leaves a gap"),
+    "trailing bytes": (file_bytes({"w": entry()}, bytes(12)),
+                       "end at byte 8 of the data, but the data section has 12 bytes "
+                       r"\(trailing bytes\)"),
 }
 
 
@@ -102,6 +128,40 @@ def test_safetensors_rejects_bad_files(tmp_path, case):
     with pytest.raises(SafetensorsError, match=message) as error:
         read_safetensors(path)
     assert str(path) in str(error.value)
+
+
+def test_safetensors_duplicate_check_is_linear(tmp_path):
+    """A hostile header of many names (the format allows 100 MB) is refused at once;
+    a check that compares every name with every other would run for hours."""
+    names = b", ".join(b'"t%d": 0' % i for i in range(200_000))
+    path = tmp_path / "many.safetensors"
+    path.write_bytes(file_bytes(b"{" + names + b', "t7": 0}'))
+    with pytest.raises(SafetensorsError, match="'t7' more than once"):
+        read_safetensors(path)
+
+
+def test_safetensors_reads_only_what_the_header_proves(tmp_path):
+    """A header is checked before any tensor byte is read, and tensors are read one by
+    one: a file padded with 64 MiB (sparse on disk) is refused without reading them."""
+    path = write_arrays(tmp_path / "padded.safetensors", {"w": np.ones(3, np.float32)})
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size + 2 ** 26)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SafetensorsError, match="trailing bytes"):
+            read_safetensors(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 ** 20
+
+
+def test_safetensors_tensors_do_not_share_memory(tmp_path):
+    path = write_arrays(tmp_path / "two.safetensors",
+                        {"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32)})
+    loaded = read_safetensors(path)
+    loaded["a"][:] = 1.0  # writable, and only a's own bytes change
+    np.testing.assert_array_equal(loaded["b"], [0.0, 0.0])
 
 
 def test_safetensors_truncated_data_is_caught(tmp_path):
@@ -266,6 +326,23 @@ def test_encode_errors_and_empty_input(tiny):
         encoder.encode("one sentence")
     with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
         encoder.encode(["a"], batch_size=0)
+    with pytest.raises(TypeError, match="list of str, but item 1 is int"):
+        encoder.encode(["a", 3])
+    with pytest.raises(TypeError, match="list of str, got float"):
+        encoder.encode(2.5)
+
+
+def test_any_iterable_of_sentences_is_read_once(tiny, tokenizer):
+    """A generator is consumed by reading it, so the input is listed before any check."""
+    encoder, _ = tiny
+    sentences = ["the cafe", "don't run", "a"]
+    expected = encoder.encode(sentences)
+    for iterable in [(s for s in sentences), iter(sentences), tuple(sentences)]:
+        np.testing.assert_array_equal(encoder.encode(iterable), expected)
+    ids, mask = tokenizer.pad(tokenizer.encode(s) for s in sentences)
+    np.testing.assert_array_equal(ids, tokenizer.batch(sentences)[0])
+    assert mask.shape == (3, 6) and mask.sum(axis=1).tolist() == [4, 6, 3]
+    assert list(length_batches(iter([3, 1, 2]), 2)) == [[1, 2], [0]]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -9,17 +9,22 @@ Forward passes work in place on the fresh arrays they create, to keep temporarie
 Shapes follow the house conventions: batch first, features last, attention scores
 ``(..., Lq, Lk)``; a boolean mask is True where a query may attend to a key.
 
-Read the modules in this order: ``activations`` (softmax, log_softmax, relu, gelu with
-its erf, dropout), ``layers`` (linear, embedding, layer_norm), ``attention``
-(scaled_dot_product_attention), ``losses`` (cross_entropy,
-distillation_loss); ``common`` holds their
-small shared helpers.
+Read the modules in this order: ``activations`` (softmax, log_softmax, relu, silu, gelu
+with its erf, dropout), ``layers`` (linear, embedding, layer_norm), ``norms``
+(rms_norm), ``positions`` (rotary_embedding), ``attention``
+(scaled_dot_product_attention), ``blockwise_attention`` (the same in O(L) memory),
+``losses`` (cross_entropy, distillation_loss); ``common`` holds their small shared
+helpers.
 """
-from .activations import dropout, erf, gelu, log_softmax, relu, softmax
+from .activations import dropout, erf, gelu, log_softmax, relu, silu, softmax
 from .attention import scaled_dot_product_attention
+from .blockwise_attention import blockwise_attention
 from .layers import embedding, layer_norm, linear
 from .losses import cross_entropy, distillation_loss
+from .norms import rms_norm
+from .positions import rotary_embedding
 
-__all__ = ["softmax", "log_softmax", "relu", "gelu", "erf", "dropout", "linear", "embedding",
-           "layer_norm", "scaled_dot_product_attention", "cross_entropy",
+__all__ = ["softmax", "log_softmax", "relu", "silu", "gelu", "erf", "dropout", "linear",
+           "embedding", "layer_norm", "rms_norm", "rotary_embedding",
+           "scaled_dot_product_attention", "blockwise_attention", "cross_entropy",
            "distillation_loss"]

@@ -1,4 +1,4 @@
-"""Softmax, log-softmax, ReLU, GELU and dropout: elementwise and row-wise functions.
+"""Softmax, log-softmax, ReLU, SiLU, GELU and dropout: elementwise and row-wise functions.
 
 GELU needs the error function, which NumPy lacks; precision follows the dtype. float64
 arrays (gradient checks, comparisons with PyTorch) get W. J. Cody's rational
@@ -71,6 +71,23 @@ class ReLU(Function):
 
 def relu(x):
     return ReLU.apply(x)
+
+
+class SiLU(Function):
+    """x sigmoid(x) (Swish-1); any shape. With s = sigmoid(x), ds/dx = s (1 - s), so
+    d/dx = s + x s (1 - s) = s (1 + x (1 - s))."""
+    def forward(self, x):
+        self.x = x
+        self.s = 1 / (1 + self.xp.exp(-x))
+        return x * self.s
+
+    def backward(self, grad):
+        return grad * self.s * (1 + self.x * (1 - self.s))
+
+
+def silu(x):
+    """x * sigmoid(x), the gate of SwiGLU (LLaMA's feed-forward)."""
+    return SiLU.apply(x)
 
 
 # ---- the error function, for the exact GELU -----------------------------------------

@@ -1,4 +1,5 @@
-"""Scaled dot-product attention as one fused node."""
+"""Scaled dot-product attention as one fused node, with an additive bias and
+grouped-query heads."""
 import math
 
 from .. import backend
@@ -8,16 +9,20 @@ from .common import array_like, keep_mask
 
 
 class ScaledDotProductAttention(Function):
-    """softmax(s q k^T, masked) v with s = 1/sqrt(Dk): q (..., Lq, Dk), k (..., Lk, Dk),
-    v (..., Lk, Dv) -> (..., Lq, Dv); leading dims broadcast. With P the weights,
-    A = P * keep after dropout and O = A v, the chain rule through the two matmuls and
-    the softmax (see Softmax) gives dV = A^T dO, dP = (dO V^T) * keep,
-    dS = P (dP - rowsum(dP P)), dQ = s dS K, dK = s dS^T Q."""
-    def forward(self, q, k, v, mask, dropout_p, weights_out):
+    """softmax(s q k^T + bias, masked) v with s = 1/sqrt(Dk): q (..., Lq, Dk),
+    k (..., Lk, Dk), v (..., Lk, Dv), bias (..., Lq, Lk) or absent -> (..., Lq, Dv);
+    leading dims broadcast. With P the weights, A = P * keep after dropout and O = A v,
+    the chain rule through the two matmuls and the softmax (see Softmax) gives
+    dV = A^T dO, dP = (dO V^T) * keep, dS = P (dP - rowsum(dP P)), dQ = s dS K,
+    dK = s dS^T Q, and dBias = dS, since the bias is added to the scores S."""
+    def forward(self, q, k, v, bias=None, mask=None, dropout_p=0.0, weights_out=None):
         xp = self.xp
         self.scale = 1 / math.sqrt(q.shape[-1])
         self.q_scaled = q * self.scale  # cheaper than scaling the (Lq, Lk) scores
         scores = self.q_scaled @ k.swapaxes(-1, -2)
+        if bias is not None:
+            scores += bias
+            self.bias_shape = bias.shape
         if mask is not None:
             xp.copyto(scores, -xp.inf, where=~mask)
         top = scores.max(axis=-1, keepdims=True)
@@ -36,14 +41,14 @@ class ScaledDotProductAttention(Function):
         return self.out
 
     def backward(self, grad):
-        needs_q, needs_k, needs_v = self.needs_input_grad
+        needs_q, needs_k, needs_v, needs_bias = (self.needs_input_grad + [False])[:4]
         k, v, probs, keep = self.k, self.v, self.probs, self.keep
         gv = None
         if needs_v:
             attended = probs if keep is None else probs * keep
             gv = unbroadcast(attended.swapaxes(-1, -2) @ grad, v.shape)
-        if not (needs_q or needs_k):
-            return None, None, gv
+        if not (needs_q or needs_k or needs_bias):
+            return None, None, gv, None
         gs = grad @ v.swapaxes(-1, -2)  # dP, then dS in place
         if keep is not None:
             gs *= keep
@@ -58,23 +63,46 @@ class ScaledDotProductAttention(Function):
             gq = unbroadcast(gq, self.q_scaled.shape)
         if needs_k:
             gk = unbroadcast(gs.swapaxes(-1, -2) @ self.q_scaled, k.shape)
-        return gq, gk, gv
+        gb = unbroadcast(gs, self.bias_shape) if needs_bias else None
+        return gq, gk, gv, gb
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
-    """Attention of queries q (..., Lq, Dk) over keys k (..., Lk, Dk) with values
-    v (..., Lk, Dv), scores scaled by 1/sqrt(Dk); leading dims broadcast, e.g. (B, H).
+def _check_scores_operand(name, arg, value, scores):
+    """``value`` (mask or bias) must broadcast to the scores' shape."""
+    if value.ndim > len(scores) or any(m not in (1, n) for m, n in
+                                       zip(value.shape[::-1], scores[::-1])):
+        raise ValueError(f"{name}: {arg} has shape {value.shape}, expected one that "
+                         f"broadcasts to the scores' (..., Lq, Lk) = {scores}")
 
-    ``mask``: boolean, True = may attend (as in torch.nn.functional's
-    scaled_dot_product_attention; torch.nn.MultiheadAttention uses the opposite),
-    broadcastable to (..., Lq, Lk). A query with no key to attend to gets all-zero
-    weights and output. While ``training``, dropout with ``dropout_p`` acts on the weights.
 
-    Returns ``(output, weights)``: output (..., Lq, Dv) is differentiable; weights
-    (..., Lq, Lk) are the softmax probabilities before dropout, a Tensor outside the
-    graph (for inspection and plots: gradients flow through ``output`` only).
-    """
-    name = "scaled_dot_product_attention"
+def _kv_groups(name, q, k, v):
+    """How many query heads share each key/value head (grouped-query attention): 1
+    unless k and v have H_kv > 1 heads (axis -3) where q has a multiple H of them."""
+    if q.ndim < 3 or k.ndim < 3 or k.shape[-3] in (1, q.shape[-3]):
+        return 1
+    heads, kv_heads = q.shape[-3], k.shape[-3]
+    if heads % kv_heads or v.ndim < 3 or v.shape[-3] != kv_heads:
+        raise ValueError(f"{name}: q has {heads} heads and k {kv_heads} (axis -3); k and v "
+                         f"need the same number of heads, dividing q's (q {q.shape}, "
+                         f"k {k.shape}, v {v.shape})")
+    return heads // kv_heads
+
+
+def _group_heads(x, groups):
+    """(..., H, L, D) -> (..., H_kv, G, L, D) with H = H_kv * G, so query head h lands
+    in group h // G; a size-1 head axis becomes (1, 1) and fewer than 3 dims stay."""
+    if x is None or x.ndim < 3:
+        return x
+    if x.shape[-3] == 1:
+        return x.reshape(*x.shape[:-2], 1, *x.shape[-2:])
+    return x.reshape(*x.shape[:-3], x.shape[-3] // groups, groups, *x.shape[-2:])
+
+
+def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
+    """Check the arguments of an attention function (``name``) and return
+    ``(q, k, v, mask, bias, groups)`` ready for its Function: the mask as an array, the
+    bias as a Tensor, and with grouped-query heads (``groups`` > 1) the head axis split
+    as ``_group_heads`` does."""
     for arg, t in (("q", q), ("k", k), ("v", v)):
         if t.ndim < 2:
             raise ValueError(f"{name}: {arg} must have at least 2 dims (..., length, dim), "
@@ -85,24 +113,64 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=Tru
     if v.shape[-2] != k.shape[-2]:
         raise ValueError(f"{name}: v has {v.shape[-2]} positions, expected "
                          f"{k.shape[-2]} like k (k {k.shape}, v {v.shape})")
+    groups = _kv_groups(name, q, k, v)
+    kv_lead = [t.shape[:-3] + (q.shape[-3],) if groups > 1 else t.shape[:-2] for t in (k, v)]
     try:
-        batch = backend.host.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        batch = backend.host.broadcast_shapes(q.shape[:-2], *kv_lead)
     except ValueError:
         raise ValueError(f"{name}: the leading dims of q {q.shape}, k {k.shape} and "
                          f"v {v.shape} do not broadcast") from None
     if not 0 <= dropout_p < 1:
         raise ValueError(f"{name}: dropout_p must be in [0, 1), got {dropout_p}")
+    scores = batch + (q.shape[-2], k.shape[-2])
     if mask is not None:
         mask = array_like(mask, q)
-        scores = batch + (q.shape[-2], k.shape[-2])
         if mask.dtype != bool:
             raise TypeError(f"{name}: mask must be boolean (True = may attend), "
                             f"got dtype {mask.dtype}")
-        if mask.ndim > len(scores) or any(m not in (1, n) for m, n in
-                                          zip(mask.shape[::-1], scores[::-1])):
-            raise ValueError(f"{name}: mask has shape {mask.shape}, expected one that "
-                             f"broadcasts to the scores' (..., Lq, Lk) = {scores}")
+        _check_scores_operand(name, "mask", mask, scores)
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            bias = Tensor(array_like(bias, q))
+        if bias.dtype.kind != "f":
+            raise TypeError(f"{name}: bias must be a float array added to the scores, got "
+                            f"dtype {bias.dtype} (a boolean mask goes in mask=)")
+        _check_scores_operand(name, "bias", bias, scores)
+    if groups > 1:
+        q, k, v = _group_heads(q, groups), _group_heads(k, 1), _group_heads(v, 1)
+        mask, bias = _group_heads(mask, groups), _group_heads(bias, groups)
+    return q, k, v, mask, bias, groups
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True,
+                                 bias=None):
+    """Attention of queries q (..., Lq, Dk) over keys k (..., Lk, Dk) with values
+    v (..., Lk, Dv), scores scaled by 1/sqrt(Dk); leading dims broadcast, e.g. (B, H).
+
+    ``mask``: boolean, True = may attend (as in torch.nn.functional's
+    scaled_dot_product_attention; torch.nn.MultiheadAttention uses the opposite),
+    broadcastable to (..., Lq, Lk). A query with no key to attend to gets all-zero
+    weights and output. While ``training``, dropout with ``dropout_p`` acts on the weights.
+    ``bias``: a float Tensor (differentiable) or array, broadcastable to (..., Lq, Lk),
+    added to the scaled scores before the softmax (ALiBi, T5's relative positions; a
+    float ``attn_mask`` in PyTorch).
+
+    Grouped-query attention: k and v may have H_kv heads (axis -3) where q has H, a
+    multiple; query head h reads key/value head h // (H // H_kv) (PyTorch's
+    ``enable_gqa=True``). Multi-query attention is H_kv = 1, plain broadcasting.
+
+    Returns ``(output, weights)``: output (..., Lq, Dv) is differentiable; weights
+    (..., Lq, Lk) are the softmax probabilities before dropout, a Tensor outside the
+    graph (for inspection and plots: gradients flow through ``output`` only).
+    """
+    q, k, v, mask, bias, groups = check_attention_arguments(
+        "scaled_dot_product_attention", q, k, v, mask, bias, dropout_p)
     weights = []
-    out = ScaledDotProductAttention.apply(q, k, v, mask=mask, weights_out=weights,
-                                          dropout_p=dropout_p if training else 0.0)
-    return out, Tensor(weights[0])
+    out = ScaledDotProductAttention.apply(
+        *(t for t in (q, k, v, bias) if t is not None), mask=mask, weights_out=weights,
+        dropout_p=dropout_p if training else 0.0)
+    weights = weights[0]
+    if groups > 1:  # (..., H_kv, G, L, D) back to (..., H, L, D)
+        out = out.reshape(*out.shape[:-4], -1, *out.shape[-2:])
+        weights = weights.reshape(*weights.shape[:-4], -1, *weights.shape[-2:])
+    return out, Tensor(weights)

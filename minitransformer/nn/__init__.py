@@ -7,7 +7,8 @@ Read in this order: module (containers) -> layers -> attention -> transformer (b
 from .attention import AttentionCache, KVCache, MultiHeadAttention
 from .bert import MaskedLanguageModel, MaskedLMHead, TokenClassifier, mask_tokens
 from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
-                     SinusoidalPositionalEncoding)
+                     RelativePositionBias, RMSNorm, SinusoidalPositionalEncoding,
+                     relative_position_bucket)
 from .models import (GPT, EncoderClassifier, EncoderClassifierConfig, GPTConfig,
                      Transformer, TransformerConfig)
 from .module import Module, ModuleList, Parameter

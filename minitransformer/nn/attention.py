@@ -16,8 +16,9 @@ from .module import Module
 
 
 class AttentionCache:
-    """The keys and values, (B, H, L, D/H) each, that one attention sub-layer has
-    computed so far while a decoder generates one token at a time.
+    """The keys and values, (B, H_kv, L, D/H) each, that one attention sub-layer has
+    computed so far while a decoder generates one token at a time. With grouped-query
+    attention H_kv < H heads are stored: the cache is H / H_kv times smaller.
 
     Self-attention appends the keys and values of each step's new positions, so a step
     costs O(L) instead of recomputing all L positions. Cross-attention (``static=True``)
@@ -75,12 +76,20 @@ class KVCache:
 class MultiHeadAttention(Module):
     """Attention with ``num_heads`` heads of size d_model / num_heads.
 
-    forward(query (B, Lq, D), key (B, Lk, D), value (B, Lk, D), mask=None, cache=None)
-    -> (B, Lq, D). Self-attention passes the same tensor three times; cross-attention
-    passes the decoder states as query and the encoder memory as key and value.
+    forward(query (B, Lq, D), key (B, Lk, D), value (B, Lk, D), mask=None, cache=None,
+    bias=None) -> (B, Lq, D). Self-attention passes the same tensor three times;
+    cross-attention passes the decoder states as query and the encoder memory as key
+    and value.
 
+    ``num_kv_heads``: grouped-query attention (GQA) with that many key/value heads, each
+    shared by num_heads / num_kv_heads query heads (1: multi-query attention); w_k and
+    w_v are then (num_kv_heads * D/H, D), and so is the cache. Default: num_heads.
     ``mask``: boolean, True = may attend, broadcastable to (B, H, Lq, Lk). A query that
     may attend to nothing gets a zero output, not NaN.
+    ``bias``: float, broadcastable to (B, H, Lq, Lk), added to the attention scores
+    (ALiBi, T5's relative position bias).
+    ``rotary_base``: rotate queries and keys by their positions (RoPE, with this base;
+    self-attention only). Positions continue after the ``cache``'s.
     ``cache``: an ``AttentionCache``. Self-attention appends this call's keys and values
     to it and attends over all of them; a static (cross-attention) cache computes them
     from ``key``/``value`` once and then ignores those arguments.
@@ -88,41 +97,77 @@ class MultiHeadAttention(Module):
 
     After each call ``attention_weights`` holds the weights (B, H, Lq, Lk) as a Tensor
     without a graph, for visualisation.
+
+    ``attention="blockwise"`` computes the same output with
+    ``functional.blockwise_attention`` in tiles of ``block_size``, in memory linear in
+    the length; then ``attention_weights`` is None (the weights never exist whole).
     """
 
-    def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
+    def __init__(self, d_model, num_heads, dropout=0.0, bias=True, num_kv_heads=None,
+                 rotary_base=None, attention="plain", block_size=128):
         if not isinstance(num_heads, int) or num_heads <= 0 or d_model % num_heads:
             raise ValueError(f"MultiHeadAttention: num_heads={num_heads!r} must be a positive "
                              f"integer dividing d_model={d_model}")
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if not isinstance(num_kv_heads, int) or num_kv_heads <= 0 or num_heads % num_kv_heads:
+            raise ValueError(f"MultiHeadAttention: num_kv_heads={num_kv_heads!r} must be a "
+                             f"positive integer dividing num_heads={num_heads}")
         self.d_model, self.num_heads, self.dropout = d_model, num_heads, dropout
-        self.head_dim = d_model // num_heads
+        self.num_kv_heads, self.head_dim = num_kv_heads, d_model // num_heads
+        self.rotary_base = rotary_base
+        self.use_attention(attention, block_size)
         self.w_q = Linear(d_model, d_model, bias)
-        self.w_k = Linear(d_model, d_model, bias)
-        self.w_v = Linear(d_model, d_model, bias)
+        self.w_k = Linear(d_model, num_kv_heads * self.head_dim, bias)
+        self.w_v = Linear(d_model, num_kv_heads * self.head_dim, bias)
         self.w_o = Linear(d_model, d_model, bias)
         self.attention_weights = None
 
-    def forward(self, query, key, value, mask=None, cache=None):
+    def use_attention(self, attention, block_size=128):
+        """Switch between ``"plain"`` and ``"blockwise"`` attention (same parameters)."""
+        if attention not in ("plain", "blockwise"):
+            raise ValueError(f"MultiHeadAttention: attention must be 'plain' or 'blockwise', "
+                             f"got {attention!r}")
+        if not (isinstance(block_size, int) and block_size > 0):
+            raise ValueError(f"MultiHeadAttention: block_size must be a positive integer, "
+                             f"got {block_size!r}")
+        self.attention, self.block_size = attention, block_size
+
+    def forward(self, query, key, value, mask=None, cache=None, bias=None):
         self._check_inputs(query, key, value, cache)
-        q = self._split_heads(self.w_q(query))
+        q = self._split_heads(self.w_q(query), self.num_heads)
+        start = 0 if cache is None else len(cache)
+        q = self._rotate(q, start)
         if cache is not None and cache.static and cache.keys is not None:
             k, v = cache.keys, cache.values
         else:
-            k, v = self._split_heads(self.w_k(key)), self._split_heads(self.w_v(value))
+            k = self._rotate(self._split_heads(self.w_k(key), self.num_kv_heads), start)
+            v = self._split_heads(self.w_v(value), self.num_kv_heads)
             if cache is not None:
                 k, v = cache.update(k, v)
         batch, lq = query.shape[:2]
         mask = check_mask("MultiHeadAttention", "mask", mask,
                           (batch, self.num_heads, lq, k.shape[2]), self.w_q.weight.device)
-        out, weights = F.scaled_dot_product_attention(
-            q, k, v, mask, dropout_p=self.dropout, training=self.training)
+        if self.attention == "blockwise":
+            out, weights = F.blockwise_attention(
+                q, k, v, mask, bias, dropout_p=self.dropout, training=self.training,
+                block_size=self.block_size), None
+        else:
+            out, weights = F.scaled_dot_product_attention(
+                q, k, v, mask, dropout_p=self.dropout, training=self.training, bias=bias)
         self.attention_weights = weights  # already without a graph
         return self.w_o(self._merge_heads(out))
 
-    def _split_heads(self, x):
-        """(B, L, D) -> (B, H, L, D/H): a view and a transpose, no copy."""
+    def _rotate(self, x, start):
+        """RoPE for x (B, heads, L, D/H) at positions start .. start + L - 1."""
+        if self.rotary_base is None:
+            return x
+        positions = x.xp.arange(start, start + x.shape[2])
+        return F.rotary_embedding(x, positions, self.rotary_base)
+
+    def _split_heads(self, x, heads):
+        """(B, L, heads * D/H) -> (B, heads, L, D/H): a view and a transpose, no copy."""
         batch, length = x.shape[:2]
-        return x.reshape(batch, length, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        return x.reshape(batch, length, heads, self.head_dim).transpose(0, 2, 1, 3)
 
     def _merge_heads(self, x):
         """(B, H, L, D/H) -> (B, L, D), the inverse of ``_split_heads``."""
@@ -145,4 +190,8 @@ class MultiHeadAttention(Module):
                              f"has {value.shape[1]}; they must match")
 
     def extra_repr(self):
-        return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}"
+        kv = "" if self.num_kv_heads == self.num_heads else f", num_kv_heads={self.num_kv_heads}"
+        blockwise = (f", attention='blockwise', block_size={self.block_size}"
+                     if self.attention == "blockwise" else "")
+        return (f"d_model={self.d_model}, num_heads={self.num_heads}{kv}, "
+                f"dropout={self.dropout}{blockwise}")

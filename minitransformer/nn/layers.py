@@ -1,4 +1,5 @@
-"""The basic layers: Linear, Embedding, LayerNorm, Dropout and positional encodings.
+"""The basic layers: Linear, Embedding, LayerNorm, RMSNorm, Dropout and positional
+encodings (sinusoidal, learned, and T5's relative position bias).
 
 Each is a thin ``Module`` around one fused function of ``minitransformer.functional``:
 the module owns the parameters, the function does the math (forward and backward).
@@ -99,19 +100,39 @@ class Embedding(Module):
 
 class LayerNorm(Module):
     """Normalise the last axis to zero mean and unit variance, then scale and shift.
-    x (..., dim) -> (..., dim); ``weight`` starts at ones, ``bias`` at zeros."""
+    x (..., dim) -> (..., dim); ``weight`` starts at ones, ``bias`` at zeros (None
+    with ``bias=False``)."""
 
-    def __init__(self, dim, eps=1e-5):
+    def __init__(self, dim, eps=1e-5, bias=True):
         _check_positive("LayerNorm", dim=dim)
         self.dim, self.eps = dim, eps
         self.weight = _constant(1.0, (dim,))
-        self.bias = _constant(0.0, (dim,))
+        self.bias = _constant(0.0, (dim,)) if bias else None
 
     def forward(self, x):
         if x.shape[-1:] != (self.dim,):
             raise ValueError(f"LayerNorm: input has shape {x.shape}, expected last dim "
                              f"dim={self.dim}")
         return F.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}"
+
+
+class RMSNorm(Module):
+    """Divide the last axis by its root mean square, then scale (LLaMA's norm: no mean,
+    no bias). x (..., dim) -> (..., dim); ``weight`` starts at ones."""
+
+    def __init__(self, dim, eps=1e-6):
+        _check_positive("RMSNorm", dim=dim)
+        self.dim, self.eps = dim, eps
+        self.weight = _constant(1.0, (dim,))
+
+    def forward(self, x):
+        if x.shape[-1:] != (self.dim,):
+            raise ValueError(f"RMSNorm: input has shape {x.shape}, expected last dim "
+                             f"dim={self.dim}")
+        return F.rms_norm(x, self.weight, self.eps)
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"
@@ -188,3 +209,55 @@ class LearnedPositionalEmbedding(Module):
 
     def extra_repr(self):
         return f"{self.max_len}, {self.dim}"
+
+
+def relative_position_bucket(relative, bidirectional=True, num_buckets=32, max_distance=128):
+    """T5's bucket for each key-minus-query offset in the integer array ``relative``.
+
+    Offsets of n < max_exact positions (a quarter of the buckets if bidirectional, else
+    half of them) get a bucket each; larger ones share buckets spaced logarithmically up
+    to ``max_distance``, past which they all fall in the last bucket. Bidirectional:
+    keys after the query use the upper half of the buckets. Otherwise (causal) a key
+    after the query gets bucket 0."""
+    xp = backend.get_array_module(relative)
+    distance = -relative  # how far back the key is
+    bucket = xp.zeros_like(relative)
+    if bidirectional:
+        num_buckets //= 2
+        bucket += (distance < 0) * num_buckets
+        distance = xp.abs(distance)
+    else:
+        distance = xp.maximum(distance, 0)
+    max_exact = num_buckets // 2
+    ratio = xp.log(xp.maximum(distance, 1) / max_exact) / math.log(max_distance / max_exact)
+    far = max_exact + (ratio * (num_buckets - max_exact)).astype(relative.dtype)
+    return bucket + xp.where(distance < max_exact, distance,
+                             xp.minimum(far, num_buckets - 1))
+
+
+class RelativePositionBias(Module):
+    """T5's learned attention bias: one scalar per head and bucket of the key-minus-query
+    offset (``relative_position_bucket``). forward(q_len, k_len=None) -> bias
+    (1, H, q_len, k_len) for the scores, the queries being the last q_len of k_len
+    positions. ``weight`` is (num_buckets, num_heads). Share one across a stack's layers,
+    as T5 does; ``bidirectional=False`` for causal self-attention."""
+
+    def __init__(self, num_heads, num_buckets=32, max_distance=128, bidirectional=True,
+                 std=0.02):
+        _check_positive("RelativePositionBias", num_heads=num_heads, num_buckets=num_buckets,
+                        max_distance=max_distance)
+        self.num_heads, self.num_buckets = num_heads, num_buckets
+        self.max_distance, self.bidirectional = max_distance, bidirectional
+        self.weight = _normal(std, (num_buckets, num_heads))
+
+    def forward(self, q_len, k_len=None):
+        k_len = q_len if k_len is None else k_len
+        xp = backend.xp(self.weight.device)
+        relative = xp.arange(k_len)[None, :] - xp.arange(k_len - q_len, k_len)[:, None]
+        buckets = relative_position_bucket(relative, self.bidirectional, self.num_buckets,
+                                           self.max_distance)
+        return F.embedding(buckets, self.weight).transpose(2, 0, 1)[None]
+
+    def extra_repr(self):
+        return (f"num_heads={self.num_heads}, num_buckets={self.num_buckets}, "
+                f"max_distance={self.max_distance}, bidirectional={self.bidirectional}")

@@ -3,7 +3,8 @@
   Transformer        the encoder-decoder of "Attention Is All You Need" (translation,
                      the copy task), post-LN by default.
   GPT                a decoder-only language model: causal, pre-LN, learned positions,
-                     output layer tied to the token embedding.
+                     output layer tied to the token embedding; or, by its options, a
+                     LLaMA-style one (RMSNorm, RoPE, SwiGLU, grouped-query, no biases).
   EncoderClassifier  a BERT-style encoder: word + position + token-type embeddings,
                      post-LN, exact GELU, a [CLS] pooler and a classification head;
                      configurable to hold a real BERT such as all-MiniLM-L6-v2.
@@ -17,13 +18,14 @@ from dataclasses import dataclass
 
 from .. import backend
 from ..autograd import Tensor
-from ..masks import causal_mask, combine_masks, padding_mask
-from .attention import KVCache
+from ..masks import alibi_bias, causal_mask, combine_masks, padding_mask
+from ..recompute import recompute
+from .attention import KVCache, MultiHeadAttention
 from .checks import check_device, check_features, check_ids, check_mask
 from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
-                     SinusoidalPositionalEncoding)
+                     RelativePositionBias, SinusoidalPositionalEncoding)
 from .module import Module, ModuleList
-from .transformer import Decoder, Encoder, EncoderLayer
+from .transformer import Decoder, Encoder, EncoderLayer, make_norm
 
 
 def _ids(owner, name, ids, vocab_size, device):
@@ -31,6 +33,16 @@ def _ids(owner, name, ids, vocab_size, device):
     if isinstance(ids, (list, tuple)):
         ids = backend.to_device(backend.host.asarray(ids), device)
     return check_ids(owner, name, ids, vocab_size, device)
+
+
+def _configure_memory(model, config):
+    """Every attention sub-layer of ``model`` computes as ``config.attention`` says, and
+    every stack recomputes its layers in backward if ``config.recompute``."""
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.use_attention(config.attention, config.attention_block_size)
+        if isinstance(module, (Encoder, Decoder)):
+            module.recompute = config.recompute
 
 
 @dataclass
@@ -50,6 +62,15 @@ class TransformerConfig:
     pad_id: int | None = 0            # None: no padding mask
     tie_output_embedding: bool = True  # generator.weight is tgt_embedding.weight
     share_embeddings: bool = False     # one table for source and target (joint vocabulary)
+    attention: str = "plain"          # or "blockwise": same output, O(L) memory
+    attention_block_size: int = 128
+    recompute: bool = False           # remake each layer's activations in backward
+    positions: str = "sinusoidal"     # or "t5": a learned relative bias in the attention
+
+
+def _check_choice(owner, name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{owner}: {name} must be one of {choices}, got {value!r}")
 
 
 class Transformer(Module):
@@ -58,7 +79,10 @@ class Transformer(Module):
 
     Embeddings are scaled by sqrt(d_model) and start as N(0, 1/d_model), so the sum with
     the sinusoidal positions has unit scale and a tied output layer starts with small
-    logits. ``src_mask`` is a key mask broadcastable to (B, H, 1, Ls), by default
+    logits. With ``positions="t5"`` there are no sinusoids: a ``RelativePositionBias``
+    (bidirectional) is added to the encoder's self-attention scores and another (causal)
+    to the decoder's, each shared by its stack's layers, as in T5.
+    ``src_mask`` is a key mask broadcastable to (B, H, 1, Ls), by default
     ``source_mask(src)``; ``tgt_mask`` broadcasts to (B, H, Lt, Lt), by default
     ``target_mask(tgt)`` (causal and padding).
 
@@ -75,7 +99,11 @@ class Transformer(Module):
         self.src_embedding = Embedding(c.src_vocab_size, c.d_model, std=std)
         self.tgt_embedding = (self.src_embedding if c.share_embeddings else
                               Embedding(c.tgt_vocab_size, c.d_model, std=std))
-        self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len)
+        _check_choice("Transformer", "positions", c.positions, ("sinusoidal", "t5"))
+        t5 = c.positions == "t5"
+        self.positions = None if t5 else SinusoidalPositionalEncoding(c.d_model, c.max_len)
+        self.encoder_bias = RelativePositionBias(c.num_heads) if t5 else None
+        self.decoder_bias = RelativePositionBias(c.num_heads, bidirectional=False) if t5 else None
         self.dropout = Dropout(c.dropout)
         stack = (c.d_model, c.num_heads, c.d_ff, c.dropout, c.activation, c.norm_first,
                  c.layer_norm_eps)
@@ -84,6 +112,7 @@ class Transformer(Module):
         self.generator = Linear(c.d_model, c.tgt_vocab_size)
         if c.tie_output_embedding:
             self.generator.weight = self.tgt_embedding.weight
+        _configure_memory(self, c)
 
     def forward(self, src, tgt, src_mask=None, tgt_mask=None):
         src = _ids("Transformer", "src", src, self.config.src_vocab_size, self._device)
@@ -98,7 +127,8 @@ class Transformer(Module):
             src_mask = self.source_mask(src)
         src_mask = self._check_src_mask(src_mask, *src.shape)
         x = self._embed(self.src_embedding, src, start=0)
-        return self.encoder(x, src_mask)
+        bias = None if self.encoder_bias is None else self.encoder_bias(src.shape[1])
+        return self.encoder(x, src_mask, bias)
 
     def decode(self, memory, tgt, src_mask=None, tgt_mask=None, cache=None):
         """memory (B, Ls, D), tgt (B, Lt) -> logits (B, Lt, tgt_vocab_size).
@@ -122,7 +152,8 @@ class Transformer(Module):
                               (batch, c.num_heads, length, past + length), self._device)
         src_mask = self._check_src_mask(src_mask, batch, memory.shape[1])
         x = self._embed(self.tgt_embedding, tgt, start=past)
-        return self.generator(self.decoder(x, memory, tgt_mask, src_mask, cache))
+        bias = None if self.decoder_bias is None else self.decoder_bias(length, past + length)
+        return self.generator(self.decoder(x, memory, tgt_mask, src_mask, cache, bias))
 
     def source_mask(self, src):
         """The key padding mask (B, 1, 1, Ls) of ``src``, or None without a pad_id."""
@@ -147,7 +178,7 @@ class Transformer(Module):
 
     def _embed(self, embedding, ids, start):
         x = embedding(ids) * math.sqrt(self.config.d_model)
-        return self.dropout(self.positions(x, start))
+        return self.dropout(x if self.positions is None else self.positions(x, start))
 
     def _check_src_mask(self, src_mask, batch, src_len):
         # One mask serves the encoder's self-attention and the decoder's cross-attention,
@@ -165,47 +196,88 @@ class GPTConfig:
     num_layers: int = 6
     d_ff: int | None = None       # default 4 * d_model
     dropout: float = 0.1
-    activation: str = "gelu"
+    activation: str = "gelu"      # or "relu", "swiglu", "geglu"
     layer_norm_eps: float = 1e-5
     tie_weights: bool = True      # lm_head.weight is token_embedding.weight
+    attention: str = "plain"          # or "blockwise": same output, O(L) memory
+    attention_block_size: int = 128
+    recompute: bool = False           # remake each layer's activations in backward
+    norm: str = "layer"           # or "rms"
+    positions: str = "learned"    # or "sinusoidal", "rope", "alibi", "t5", "none"
+    num_kv_heads: int | None = None  # grouped-query attention; default num_heads
+    bias: bool = True             # biases in every Linear and LayerNorm
+    rope_base: float = 10000.0
+
+
+GPT_POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "none")
 
 
 class GPT(Module):
     """A decoder-only language model. forward(ids (B, L), cache=None) -> logits (B, L, V).
 
-    Each block is a pre-LN ``EncoderLayer`` under a causal mask; a final LayerNorm and a
+    Each block is a pre-LN ``EncoderLayer`` under a causal mask; a final norm and a
     bias-free output layer (tied to the token embedding) follow. Embeddings start as
     N(0, 0.02²), as in GPT-2. For generation, make ``cache = new_cache()`` and pass only
     the new tokens at each step; positions continue from ``len(cache)``.
+
+    ``positions``: added to the embeddings ("learned", at most ``max_len`` of them;
+    "sinusoidal"), rotating queries and keys ("rope"), biasing the attention scores
+    ("alibi"; "t5", one causal ``RelativePositionBias`` for all blocks), or "none" (the
+    causal mask alone tells a token how many came before it). All but "learned" run on
+    sequences longer than ``max_len``, the length trained on. A LLaMA-style model is
+    ``GPTConfig(norm="rms", positions="rope", activation="swiglu", num_kv_heads=2,
+    bias=False)``.
     """
 
     def __init__(self, config):
         c = self.config = config
+        _check_choice("GPT", "positions", c.positions, GPT_POSITIONS)
         d_ff = c.d_ff or 4 * c.d_model
         self.token_embedding = Embedding(c.vocab_size, c.d_model, std=0.02)
-        self.position_embedding = LearnedPositionalEmbedding(c.max_len, c.d_model)
+        self.position_embedding = None  # for the schemes that act inside attention
+        if c.positions == "learned":
+            self.position_embedding = LearnedPositionalEmbedding(c.max_len, c.d_model)
+        elif c.positions == "sinusoidal":  # a fixed table, longer than the context
+            self.position_embedding = SinusoidalPositionalEncoding(c.d_model,
+                                                                   max(c.max_len, 5000))
+        self.relative_bias = (RelativePositionBias(c.num_heads, bidirectional=False)
+                              if c.positions == "t5" else None)
         self.dropout = Dropout(c.dropout)
         self.blocks = ModuleList(
             EncoderLayer(c.d_model, c.num_heads, d_ff, c.dropout, c.activation,
-                         norm_first=True, layer_norm_eps=c.layer_norm_eps)
+                         norm_first=True, layer_norm_eps=c.layer_norm_eps, norm=c.norm,
+                         num_kv_heads=c.num_kv_heads, bias=c.bias,
+                         rotary_base=c.rope_base if c.positions == "rope" else None)
             for _ in range(c.num_layers))
-        self.final_norm = LayerNorm(c.d_model, c.layer_norm_eps)
+        self.final_norm = make_norm(c.norm, c.d_model, c.layer_norm_eps, c.bias)
         self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_weights:
             self.lm_head.weight = self.token_embedding.weight
+        _configure_memory(self, c)
 
     def forward(self, ids, cache=None):
         c = self.config
-        ids = _ids("GPT", "ids", ids, c.vocab_size, self.lm_head.weight.device)
+        device = self.lm_head.weight.device
+        ids = _ids("GPT", "ids", ids, c.vocab_size, device)
         past, length = (0 if cache is None else len(cache)), ids.shape[1]
-        if past + length > c.max_len:
+        if c.positions == "learned" and past + length > c.max_len:
             raise ValueError(f"GPT: {past} cached + {length} new positions exceed "
                              f"max_len={c.max_len}; crop the context to the last "
                              f"{c.max_len} tokens")
-        x = self.dropout(self.position_embedding(self.token_embedding(ids), start=past))
-        mask = causal_mask(length, past + length, self.lm_head.weight.device)
+        x = self.token_embedding(ids)
+        if self.position_embedding is not None:
+            x = self.position_embedding(x, start=past)
+        x = self.dropout(x)
+        mask = causal_mask(length, past + length, device)
+        bias = (Tensor(alibi_bias(c.num_heads, length, past + length, device))
+                if c.positions == "alibi" else None)
+        if self.relative_bias is not None:
+            bias = self.relative_bias(length, past + length)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, None if cache is None else cache.self_attention[i])
+            if c.recompute and cache is None:  # the bias may carry a graph (T5): an input
+                x = recompute(lambda h, b, block=block: block(h, mask, None, b), x, bias)
+            else:
+                x = block(x, mask, None if cache is None else cache.self_attention[i], bias)
         return self.lm_head(self.final_norm(x))
 
     def new_cache(self):
@@ -227,6 +299,9 @@ class EncoderClassifierConfig:
     layer_norm_eps: float = 1e-12
     pad_id: int | None = 0            # the default attention mask hides these ids
     num_classes: int | None = 2       # None: no classification head (an encoder only)
+    attention: str = "plain"          # or "blockwise": same output, O(L) memory
+    attention_block_size: int = 128
+    recompute: bool = False           # remake each layer's activations in backward
 
 
 class EncoderClassifier(Module):
@@ -272,6 +347,7 @@ class EncoderClassifier(Module):
                                layer_norm_eps=c.layer_norm_eps)
         self.pooler = Linear(c.d_model, c.d_model)
         self.classifier = Linear(c.d_model, c.num_classes) if c.num_classes else None
+        _configure_memory(self, c)
 
     def encode(self, ids, attention_mask=None, token_type_ids=None):
         c = self.config

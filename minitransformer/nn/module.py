@@ -45,18 +45,19 @@ class Module:
         return (m for _, m in self.named_modules())
 
     def named_parameters(self):
-        """``(dotted name, Parameter)`` pairs; a parameter shared by two modules
-        (tied weights) is listed once, under its first name."""
-        seen = set()
+        """``(dotted name, Parameter)`` pairs, depth first in attribute order; a parameter
+        shared by two modules (tied weights) is listed once, under its first name."""
+        return self._named_parameters("", set())
 
-        def walk(module, prefix):  # depth first, in attribute order
-            for name, value in module._members():
-                if isinstance(value, Parameter) and id(value) not in seen:
-                    seen.add(id(value))
-                    yield prefix + name, value
-                elif isinstance(value, Module):
-                    yield from walk(value, f"{prefix}{name}.")
-        return walk(self, "")
+    def _named_parameters(self, prefix, seen):
+        # A method, not a closure that calls itself: such a closure is a reference
+        # cycle (function -> cell -> function) that only the garbage collector frees.
+        for name, value in self._members():
+            if isinstance(value, Parameter) and id(value) not in seen:
+                seen.add(id(value))
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value._named_parameters(f"{prefix}{name}.", seen)
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]

@@ -9,33 +9,56 @@ Pre-LN trains more stably without warmup; its stacks end with one more LayerNorm
 since the residual stream itself is never normalised. The layout, names and defaults
 follow ``torch.nn.TransformerEncoderLayer`` / ``TransformerDecoderLayer``
 (batch_first=True), so weights can be copied across one to one.
+
+Newer models are options of the same blocks, not new classes: ``norm="rms"``,
+gated feed-forwards (``activation="swiglu"``), grouped-query attention
+(``num_kv_heads``), RoPE (``rotary_base``), no biases (``bias=False``), and an additive
+attention bias (ALiBi, T5) passed to ``forward``. A LLaMA block is
+``EncoderLayer(..., activation="swiglu", norm_first=True, norm="rms", num_kv_heads=2,
+bias=False, rotary_base=10000.0)`` under a causal mask.
 """
 from .. import functional as F
+from ..recompute import recompute
 from .attention import MultiHeadAttention
-from .layers import Dropout, LayerNorm, Linear
+from .layers import Dropout, LayerNorm, Linear, RMSNorm
 from .module import Module, ModuleList
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}  # gelu: the exact, erf-based one
+GATED = {"swiglu": F.silu, "geglu": F.gelu}     # Shazeer (2020), "GLU Variants..."
 
 
 class FeedForward(Module):
-    """The position-wise network: linear2(dropout(activation(linear1(x)))).
-    x (B, L, d_model) -> (B, L, d_model), with d_ff hidden units."""
+    """The position-wise network: linear2(dropout(activation(linear1(x)))), or, gated
+    (``"swiglu"``, ``"geglu"``), linear2(dropout(act(gate(x)) * linear1(x))) with act
+    SiLU or GELU. x (B, L, d_model) -> (B, L, d_model), with d_ff hidden units.
+    (A gated network has a third matrix: LLaMA takes d_ff about 8/3 d_model, not 4.)"""
 
-    def __init__(self, d_model, d_ff, dropout=0.1, activation="relu"):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"FeedForward: activation must be one of {sorted(ACTIVATIONS)}, "
-                             f"got {activation!r}")
+    def __init__(self, d_model, d_ff, dropout=0.1, activation="relu", bias=True):
+        if activation not in {**ACTIVATIONS, **GATED}:
+            raise ValueError(f"FeedForward: activation must be one of "
+                             f"{sorted(ACTIVATIONS) + sorted(GATED)}, got {activation!r}")
         self.activation = activation
-        self.linear1 = Linear(d_model, d_ff)
+        self.linear1 = Linear(d_model, d_ff, bias)
+        self.gate = Linear(d_model, d_ff, bias) if activation in GATED else None
         self.dropout = Dropout(dropout)
-        self.linear2 = Linear(d_ff, d_model)
+        self.linear2 = Linear(d_ff, d_model, bias)
 
     def forward(self, x):
-        return self.linear2(self.dropout(ACTIVATIONS[self.activation](self.linear1(x))))
+        if self.gate is None:
+            hidden = ACTIVATIONS[self.activation](self.linear1(x))
+        else:
+            hidden = GATED[self.activation](self.gate(x)) * self.linear1(x)
+        return self.linear2(self.dropout(hidden))
 
     def extra_repr(self):
         return f"activation={self.activation!r}"
+
+
+def make_norm(norm, dim, eps, bias=True):
+    """A ``LayerNorm`` (``norm="layer"``, its bias optional) or an ``RMSNorm`` (``"rms"``)."""
+    if norm not in ("layer", "rms"):
+        raise ValueError(f"norm must be 'layer' or 'rms', got {norm!r}")
+    return LayerNorm(dim, eps, bias) if norm == "layer" else RMSNorm(dim, eps)
 
 
 class EncoderLayer(Module):
@@ -44,24 +67,29 @@ class EncoderLayer(Module):
     ``mask`` (True = may attend) broadcasts to (B, H, L, L): a padding mask (B, 1, 1, L)
     in an encoder, a causal mask in a decoder-only model such as GPT, whose blocks are
     exactly these layers. ``cache``: an ``AttentionCache`` for incremental decoding.
+    ``bias``: added to the attention scores, broadcastable to (B, H, L, L).
+    ``norm``, ``num_kv_heads``, ``bias`` (of every Linear and LayerNorm) and
+    ``rotary_base`` as in the module docstring.
     """
 
     def __init__(self, d_model, num_heads, d_ff, dropout=0.1, activation="relu",
-                 norm_first=False, layer_norm_eps=1e-5):
+                 norm_first=False, layer_norm_eps=1e-5, norm="layer", num_kv_heads=None,
+                 bias=True, rotary_base=None):
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout)
-        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
-        self.norm1 = LayerNorm(d_model, layer_norm_eps)
-        self.norm2 = LayerNorm(d_model, layer_norm_eps)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, bias, num_kv_heads,
+                                            rotary_base)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias)
+        self.norm1 = make_norm(norm, d_model, layer_norm_eps, bias)
+        self.norm2 = make_norm(norm, d_model, layer_norm_eps, bias)
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
 
-    def forward(self, x, mask=None, cache=None):
+    def forward(self, x, mask=None, cache=None, bias=None):
         if self.norm_first:
             h = self.norm1(x)
-            x = x + self.dropout1(self.self_attn(h, h, h, mask, cache))
+            x = x + self.dropout1(self.self_attn(h, h, h, mask, cache, bias))
             return x + self.dropout2(self.feed_forward(self.norm2(x)))
-        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask, cache)))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask, cache, bias)))
         return self.norm2(x + self.dropout2(self.feed_forward(x)))
 
     def extra_repr(self):
@@ -75,7 +103,8 @@ class DecoderLayer(Module):
     ``self_mask`` broadcasts to (B, H, Lt, Lt) (causal, and target padding);
     ``memory_mask`` to (B, H, Lt, Ls) (source padding). For incremental decoding pass
     ``cache`` (an ``AttentionCache``) for the self-attention and ``memory_cache`` (a
-    static one) for the cross-attention.
+    static one) for the cross-attention. ``self_bias`` is added to the self-attention
+    scores (T5's relative positions).
     """
 
     def __init__(self, d_model, num_heads, d_ff, dropout=0.1, activation="relu",
@@ -92,15 +121,16 @@ class DecoderLayer(Module):
         self.dropout3 = Dropout(dropout)
 
     def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None,
-                memory_cache=None):
+                memory_cache=None, self_bias=None):
         if self.norm_first:
             h = self.norm1(x)
-            x = x + self.dropout1(self.self_attn(h, h, h, self_mask, cache))
+            x = x + self.dropout1(self.self_attn(h, h, h, self_mask, cache, self_bias))
             h = self.norm2(x)
             x = x + self.dropout2(self.cross_attn(h, memory, memory, memory_mask,
                                                   memory_cache))
             return x + self.dropout3(self.feed_forward(self.norm3(x)))
-        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, self_mask, cache)))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, self_mask, cache,
+                                                        self_bias)))
         x = self.norm2(x + self.dropout2(self.cross_attn(x, memory, memory, memory_mask,
                                                          memory_cache)))
         return self.norm3(x + self.dropout3(self.feed_forward(x)))
@@ -116,7 +146,8 @@ def _check_num_layers(owner, num_layers):
 
 class Encoder(Module):
     """``num_layers`` encoder layers; pre-LN stacks end with a LayerNorm (``norm``).
-    forward(x (B, L, D), mask=None) -> (B, L, D). Arguments as for ``EncoderLayer``."""
+    forward(x (B, L, D), mask=None, bias=None) -> (B, L, D). Arguments as for
+    ``EncoderLayer``."""
 
     def __init__(self, num_layers, d_model, num_heads, d_ff, dropout=0.1, activation="relu",
                  norm_first=False, layer_norm_eps=1e-5):
@@ -125,18 +156,22 @@ class Encoder(Module):
             EncoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first,
                          layer_norm_eps) for _ in range(num_layers))
         self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
+        self.recompute = False  # True: each layer's activations are remade in backward
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, bias=None):
         for layer in self.layers:
-            x = layer(x, mask)
+            if self.recompute:
+                x = recompute(lambda h, b, layer=layer: layer(h, mask, bias=b), x, bias)
+            else:
+                x = layer(x, mask, bias=bias)
         return x if self.norm is None else self.norm(x)
 
 
 class Decoder(Module):
     """``num_layers`` decoder layers; pre-LN stacks end with a LayerNorm (``norm``).
     forward(x (B, Lt, D), memory (B, Ls, D), self_mask=None, memory_mask=None,
-    cache=None) -> (B, Lt, D); ``cache`` is a ``KVCache(num_layers, cross_attention=True)``.
-    Arguments as for ``DecoderLayer``."""
+    cache=None, self_bias=None) -> (B, Lt, D); ``cache`` is a
+    ``KVCache(num_layers, cross_attention=True)``. Arguments as for ``DecoderLayer``."""
 
     def __init__(self, num_layers, d_model, num_heads, d_ff, dropout=0.1, activation="relu",
                  norm_first=False, layer_norm_eps=1e-5):
@@ -145,10 +180,17 @@ class Decoder(Module):
             DecoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first,
                          layer_norm_eps) for _ in range(num_layers))
         self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
+        self.recompute = False  # True: each layer's activations are remade in backward
 
-    def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None):
+    def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None,
+                self_bias=None):
         for i, layer in enumerate(self.layers):
             layer_caches = (None, None) if cache is None else (
                 cache.self_attention[i], cache.cross_attention[i])
-            x = layer(x, memory, self_mask, memory_mask, *layer_caches)
+            if self.recompute and cache is None:
+                x = recompute(lambda h, m, b, layer=layer: layer(h, m, self_mask, memory_mask,
+                                                                 self_bias=b),
+                              x, memory, self_bias)
+            else:
+                x = layer(x, memory, self_mask, memory_mask, *layer_caches, self_bias)
         return x if self.norm is None else self.norm(x)

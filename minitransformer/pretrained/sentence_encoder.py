@@ -92,6 +92,7 @@ def length_batches(lengths, batch_size):
 
     One long sentence among short ones thus runs alone rather than making every other
     sentence pad to its length."""
+    lengths = list(lengths)  # any iterable, read once
     batch, real_tokens = [], 0
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
         length = lengths[i]  # sorted: if this one joins, every row pads to its length
@@ -103,6 +104,24 @@ def length_batches(lengths, batch_size):
         real_tokens += length
     if batch:
         yield batch
+
+
+def _list_of_str(owner, name, items):
+    """``items`` as a list of str, or a clear error. The list is made *before* checking:
+    checking a generator item by item would consume it and leave nothing to encode."""
+    if isinstance(items, str):
+        raise TypeError(f"{owner}: {name} must be a list of str, got one str; wrap a "
+                        "single sentence in a list")
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"{owner}: {name} must be a list of str, got "
+                        f"{type(items).__name__}") from None
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(f"{owner}: {name} must be a list of str, but item {i} is "
+                            f"{type(item).__name__}")
+    return items
 
 
 class SentenceEncoder:
@@ -121,7 +140,7 @@ class SentenceEncoder:
         self.dim = model.config.d_model
 
     def encode(self, sentences, normalize=True, batch_size=32):
-        """Embeddings of ``sentences`` (a list of str) as a host NumPy float32 array
+        """Embeddings of ``sentences`` (a list, or any iterable, of str) as a host NumPy float32 array
         (N, D), row i for sentence i; unit length when ``normalize`` (cosine similarity
         is then a dot product).
 
@@ -129,9 +148,7 @@ class SentenceEncoder:
         so that little compute goes to padding (see ``length_batches``). Padding is
         masked out of attention and pooling, so an embedding does not depend on its batch.
         """
-        if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
-            raise TypeError("SentenceEncoder.encode: sentences must be a list of str (wrap "
-                            "a single sentence in a list)")
+        sentences = _list_of_str("SentenceEncoder.encode", "sentences", sentences)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"SentenceEncoder.encode: batch_size must be a positive int, "
                              f"got {batch_size!r}")

@@ -165,6 +165,7 @@ class WordPieceTokenizer:
         Returns host NumPy arrays ``ids`` (N, L) int64 and ``attention_mask`` (N, L)
         bool, True at real tokens and False at padding.
         """
+        encoded = list(encoded)  # any iterable: read once, before measuring it
         length = max((len(e) for e in encoded), default=0)
         ids = backend.host.full((len(encoded), length), self.pad_id, dtype="int64")
         attention_mask = backend.host.zeros((len(encoded), length), dtype=bool)

@@ -1,0 +1,34 @@
+"""RMSNorm (Zhang and Sennrich, 2019): LayerNorm without the mean, as LLaMA uses."""
+from ..autograd import Function
+
+
+class RMSNorm(Function):
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis: x (..., D), weight (D,) or
+    absent. With r = 1/rms, xhat = x r and gh = g * weight, differentiating r through
+    mean(x^2) gives dx = r (gh - xhat mean(gh xhat)) (LayerNorm's formula, less mean(gh))."""
+    def forward(self, x, weight=None, eps=1e-6):
+        mean_square = (x * x).mean(axis=-1, keepdims=True)
+        mean_square += eps
+        self.inv_rms = 1 / self.xp.sqrt(mean_square)
+        self.xhat, self.weight = x * self.inv_rms, weight
+        return self.xhat if weight is None else self.xhat * weight
+
+    def backward(self, grad):
+        needs = self.needs_input_grad + [False]  # the weight may be absent
+        gh = grad if self.weight is None else grad * self.weight
+        gx = gw = None
+        if needs[0]:
+            gx = gh - self.xhat * (gh * self.xhat).mean(axis=-1, keepdims=True)
+            gx *= self.inv_rms
+        if needs[1]:
+            gw = (grad * self.xhat).reshape(-1, grad.shape[-1]).sum(axis=0)
+        return gx, gw
+
+
+def rms_norm(x, weight=None, eps=1e-6):
+    """Divide the last axis of x (..., D) by its root mean square, then scale by
+    ``weight`` (D,) or None; no centring and no bias."""
+    if weight is not None and (x.ndim == 0 or weight.shape != (x.shape[-1],)):
+        raise ValueError(f"rms_norm: weight has shape {weight.shape}, expected "
+                         f"({x.shape[-1] if x.ndim else None},) for x of shape {x.shape}")
+    return RMSNorm.apply(*(t for t in (x, weight) if t is not None), eps=eps)
