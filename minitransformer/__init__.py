@@ -1,7 +1,7 @@
 """minitransformer: a small, readable autograd engine and every Transformer part on it.
 
-Read it in this order: backend -> autograd -> ops -> gradcheck -> recompute -> functional
--> masks
+Read it in this order: arguments, backend -> autograd -> ops -> gradcheck -> recompute
+-> functional -> masks
 -> nn -> optim -> train, checkpoint, generate -> pretrained.
 """
 from . import functional, generate, masks, nn, ops, optim, pretrained

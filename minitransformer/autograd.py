@@ -10,28 +10,39 @@ recursion, so a 10,000-op chain is fine), and frees it afterwards.
 
 A function holds its inputs but never its output, so the graph has no reference cycles
 and is freed by reference counting as soon as the last tensor of it goes away.
+
+Changing an array in place between the forward pass and ``backward`` would silently
+give wrong gradients, so ``backward`` refuses when a function's inputs or output changed
+(see ``Function.check_unchanged``).
 """
 import contextlib
+import threading
 
 from . import backend
 
-_grad_enabled = True
+_local = threading.local()  # no_grad is per thread, like PyTorch's grad mode
 
 
 @contextlib.contextmanager
 def no_grad(enabled=False):
     """Within this block, operations record no graph (for evaluation and decoding);
-    ``no_grad(enabled=True)`` records one again, even inside an outer ``no_grad``."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, enabled
+    ``no_grad(enabled=True)`` records one again, even inside an outer ``no_grad``.
+    It affects only the calling thread."""
+    previous, _local.grad_enabled = is_grad_enabled(), enabled
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _local.grad_enabled = previous
 
 
 def is_grad_enabled():
-    return _grad_enabled
+    return getattr(_local, "grad_enabled", True)
+
+
+def _check_differentiable(owner, dtype):
+    if dtype.kind != "f":
+        raise TypeError(f"{owner}: requires_grad needs a real floating dtype (float16/32/64), "
+                        f"got {dtype}; convert first, e.g. mt.tensor(x, dtype='float32')")
 
 
 class Tensor:
@@ -43,11 +54,24 @@ class Tensor:
     __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
 
     def __init__(self, data, requires_grad=False):
+        self._version = 0  # in-place writes through .data, e.g. ``x.data += 1``
         self.data = data
         self.grad = None
         self.requires_grad = requires_grad
         self._ctx = None
         self._was_freed = False  # set once backward() has consumed this node's graph
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, array):
+        # ``x.data -= lr * g`` writes into the array and assigns the same array back: an
+        # in-place change. Assigning a new array leaves the graph's saved arrays intact.
+        if array is getattr(self, "_data", None):
+            self._version += 1
+        self._data = array
 
     # ---- array facts -------------------------------------------------------------
     @property
@@ -76,7 +100,20 @@ class Tensor:
         return backend.device_of(self.data)
 
     def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor; use .item() for its value")
         return len(self.data)
+
+    def __iter__(self):  # rows, like iterating an array; a 0-d tensor has none
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.size} elements is "
+                             "ambiguous; reduce it first, e.g. bool((a == b).numpy().all())")
+        return bool(self.data)
+
+    __hash__ = object.__hash__  # by identity, though == compares elements (as in PyTorch)
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -97,6 +134,8 @@ class Tensor:
         return Tensor(self.data)
 
     def requires_grad_(self, flag=True):
+        if flag:
+            _check_differentiable("requires_grad_", self.dtype)
         self.requires_grad = flag
         return self
 
@@ -129,12 +168,15 @@ class Tensor:
             if fn is None:  # a leaf; copy, since g may be shared with another input's grad
                 node.grad = g.copy() if node.grad is None else node.grad + g
                 continue
+            fn.check_unchanged(node)
             input_grads = fn.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for inp, ig in zip(fn.inputs, input_grads):
                 if ig is None or not inp.requires_grad:
                     continue
+                if ig.dtype != inp.dtype:  # float32 x * float64 array: x.grad stays float32
+                    ig = ig.astype(inp.dtype)
                 if ig.shape != inp.shape:
                     raise RuntimeError(f"{type(fn).__name__}.backward returned a gradient of "
                                        f"shape {ig.shape} for an input of shape {inp.shape}")
@@ -173,10 +215,13 @@ class Function:
     Subclasses implement ``forward(self, *arrays, **options) -> array`` and
     ``backward(self, grad) -> gradient or tuple of gradients``, one per input (``None``
     for inputs that need none). State that backward needs is saved on ``self``;
-    ``self.xp`` is the array module (numpy or cupy) of the inputs.
+    ``self.xp`` is the array module (numpy or cupy) of the inputs. An op whose backward
+    needs only shapes sets ``saves_values = False``: changing its inputs in place
+    afterwards is then harmless, and not checked.
     """
 
-    inputs = ()
+    inputs = versions = checksums = ()
+    saves_values = True  # False for ops whose backward needs only shapes (add, sum, ...)
 
     @classmethod
     def apply(cls, *inputs, **options):
@@ -184,11 +229,42 @@ class Function:
         fn = cls()
         fn.xp = tensors[0].xp
         out = Tensor(fn.forward(*(t.data for t in tensors), **options))
-        if _grad_enabled and any(t.requires_grad for t in tensors):
+        if is_grad_enabled() and any(t.requires_grad for t in tensors):
             out.requires_grad = True
-            fn.inputs = tensors
+            fn.record(tensors)
             out._ctx = fn
         return out
+
+    def record(self, inputs):
+        """Keep the inputs (the graph's edges), and what ``check_unchanged`` compares."""
+        self.inputs = inputs
+        if self.saves_values:
+            self.versions = [t._version for t in inputs]
+            self.checksums = [(i, t.data, _checksum(t.data))
+                              for i, t in enumerate(inputs) if t._ctx is None]
+
+    def check_unchanged(self, out):
+        """Refuse to run backward on values that changed since the forward pass (whose
+        saved arrays it would use). Writes through a tensor (``y.data *= 2``, optimizer
+        steps) bump its ``_version``. Users write to leaves (parameters, inputs) through
+        the raw array too (``x.data[0] = 5``), which no counter on the Tensor can see, so
+        for leaves the array's checksum is compared as well: it works on NumPy and CuPy
+        alike (NumPy's ``writeable=False`` flag has no CuPy equivalent, and would refuse
+        an optimizer step while any old graph is alive)."""
+        if not self.saves_values:
+            return
+        changed = [i for i, (t, v) in enumerate(zip(self.inputs, self.versions))
+                   if t._version != v]
+        changed += [i for i, array, before in self.checksums
+                    if bool(_checksum(array) != before)]
+        if changed or out._version:
+            what = (f"input {changed[0]} (shape {self.inputs[changed[0]].shape})" if changed
+                    else f"output (shape {out.shape})")
+            raise RuntimeError(
+                f"backward: the {what} of {type(self).__name__} was modified in place after "
+                "the forward pass, so its gradient would be wrong. Redo the forward pass "
+                "after changing it, or change a copy (x.data = x.data * 2 assigns a new "
+                "array; x.data *= 2 and x.data[...] = v write into the old one)")
 
     @property
     def needs_input_grad(self):
@@ -203,6 +279,15 @@ class Function:
         raise NotImplementedError
 
 
+def _checksum(array):
+    """The sum of the array's bits read as unsigned integers, wrapping: a change to any
+    one element changes it (several changes could cancel, e.g. swapping two elements)."""
+    xp = backend.get_array_module(array)
+    flat = xp.ascontiguousarray(array).reshape(-1)
+    bits = flat.view(f"u{flat.itemsize}" if flat.itemsize in (1, 2, 4, 8) else "u1")
+    return bits.sum(dtype="u8")
+
+
 def _as_tensors(op_name, values):
     """Wrap arrays and Python scalars as tensors on the device, and in the float dtype,
     of the tensors among ``values``; refuse to mix devices."""
@@ -210,6 +295,7 @@ def _as_tensors(op_name, values):
     if not tensors:
         raise TypeError(f"{op_name}: expected at least one Tensor argument")
     first = tensors[0]
+    first_position = next(i for i, v in enumerate(values) if v is first)
     out = []
     for position, value in enumerate(values):
         if not isinstance(value, Tensor):
@@ -221,7 +307,7 @@ def _as_tensors(op_name, values):
         if value.device != first.device:
             raise backend.DeviceError(
                 f"{op_name}: argument {position} is on {value.device!r} but argument "
-                f"{values.index(first)} is on {first.device!r}; move one with .to('cpu') "
+                f"{first_position} is on {first.device!r}; move one with .to('cpu') "
                 "or .to('gpu')")
         out.append(value)
     return out
@@ -231,22 +317,36 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     """Make a tensor on the current backend (or on ``device``: ``"cpu"`` / ``"gpu"``).
 
     Python floats become float32 (``backend.DEFAULT_DTYPE``); arrays keep their dtype
-    unless ``dtype`` is given; integers stay integers (token ids).
+    unless ``dtype`` is given; integers stay integers (token ids). The tensor always
+    owns a copy: an optimizer step on it never rewrites the caller's array.
     """
     if isinstance(data, Tensor):
         data = data.data
-    device = device or backend.default_device()
-    if backend.is_array(data):
-        data = backend.to_device(data, device)
-        if dtype is not None:
-            data = data.astype(dtype, copy=False)
-        else:
-            data = data.copy()
-    else:
-        xp = backend.xp(device)
-        data = xp.asarray(data, dtype=dtype)
-        if dtype is None and data.dtype.kind == "f":
-            data = data.astype(backend.DEFAULT_DTYPE)
-    if requires_grad and data.dtype.kind not in "fc":
-        raise TypeError(f"tensor: requires_grad=True needs a floating dtype, got {data.dtype}")
+    device = backend.check_device(device)
+    if not backend.is_array(data):
+        data = _host_array(data, dtype)
+    data = backend.to_device(data, device)
+    data = data.astype(data.dtype if dtype is None else dtype)  # astype copies
+    if requires_grad:
+        _check_differentiable("tensor", data.dtype)
     return Tensor(data, requires_grad=requires_grad)
+
+
+def _host_array(data, dtype):
+    """A number or nested list as a host array; Python floats become float32."""
+    try:
+        array = backend.host.asarray(data, dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"tensor: data must be a number or a nested list of numbers with "
+                        f"equal lengths at each level, got {_preview(data)} ({exc})") from None
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"tensor: data must hold only numbers, got {_preview(data)} "
+                        f"(dtype {array.dtype}); replace None or strings with numbers")
+    if dtype is None and array.dtype.kind == "f":
+        array = array.astype(backend.DEFAULT_DTYPE)
+    return array
+
+
+def _preview(data):
+    text = repr(data)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -74,10 +74,21 @@ def default_device():
     return "gpu" if _current == "cupy" else "cpu"
 
 
+def check_device(device):
+    """``device`` if it is ``"cpu"`` or ``"gpu"``, the current backend's if None; any
+    other name is refused here, the one place every device argument passes through."""
+    if device is None:
+        return default_device()
+    if not (isinstance(device, str) and device in ("cpu", "gpu")):
+        hint = "; a CUDA GPU is 'gpu'" if str(device).startswith("cuda") else ""
+        raise ValueError(f"device must be 'cpu' or 'gpu' (or None for the current "
+                         f"backend's), got {device!r}{hint}")
+    return device
+
+
 def xp(device=None):
     """The array module for ``device`` (default: the current backend's)."""
-    device = device or default_device()
-    return _load_cupy() if device == "gpu" else numpy
+    return _load_cupy() if check_device(device) == "gpu" else numpy
 
 
 def get_array_module(array):
@@ -99,8 +110,7 @@ def is_array(value):
 
 def to_device(array, device):
     """Copy ``array`` to ``device`` (``"cpu"`` or ``"gpu"``); no copy if already there."""
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    device = check_device(device)
     if device_of(array) == device:
         return array
     if device == "gpu":
@@ -122,7 +132,7 @@ def rng(device=None):
     """The random generator of ``device`` (a ``numpy.random.Generator`` on the CPU,
     ``cupy.random.Generator`` on the GPU): used for initialisation, dropout and sampling,
     and reseeded by ``manual_seed``."""
-    device = device or default_device()
+    device = check_device(device)
     if device not in _generators:
         _generators[device] = xp(device).random.default_rng(0)
     return _generators[device]

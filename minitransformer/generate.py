@@ -13,7 +13,7 @@ Token arrays are integer (B, T) backend arrays; all functions run under ``no_gra
 import contextlib
 import math
 
-from . import backend
+from . import arguments, backend
 from .autograd import Tensor, no_grad
 from .functional import log_softmax
 
@@ -92,7 +92,8 @@ def greedy(model, tokens, max_new_tokens, src=None, eos_id=None, use_cache=True)
     source in ``src`` (B, Ls)). Returns (B, T0 + n). Once a row has produced ``eos_id``,
     it keeps producing ``eos_id``; decoding stops early when every row has.
     """
-    return _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose=None)
+    return _decode("greedy", model, tokens, max_new_tokens, src, eos_id, use_cache,
+                   choose=None)
 
 
 def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
@@ -123,11 +124,9 @@ def sample(model, tokens, max_new_tokens, temperature=1.0, top_k=None, src=None,
            eos_id=None, use_cache=True, top_p=None):
     """Like ``greedy``, but draw each token from ``sampling_distribution(logits,
     temperature, top_k, top_p)``. Seed with ``mt.manual_seed``."""
-    if temperature <= 0:
-        raise ValueError(f"sample: temperature must be > 0, got {temperature} "
-                         "(use greedy() for temperature 0)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"sample: top_k must be a positive integer, got {top_k}")
+    temperature = arguments.positive_number("sample", "temperature", temperature)
+    if top_k is not None:
+        top_k = arguments.positive_integer("sample", "top_k", top_k)
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"sample: top_p must be in (0, 1], got {top_p}")
 
@@ -140,7 +139,7 @@ def sample(model, tokens, max_new_tokens, temperature=1.0, top_k=None, src=None,
         draws = backend.rng(backend.device_of(logits)).random((logits.shape[0], 1))
         return (cumulative < draws * cumulative[:, -1:]).sum(axis=-1)
 
-    return _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose)
+    return _decode("sample", model, tokens, max_new_tokens, src, eos_id, use_cache, choose)
 
 
 @contextlib.contextmanager
@@ -156,7 +155,32 @@ def _inference(model):
         model.train(was_training)
 
 
-def _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose):
+def _check_lengths(owner, max_new_tokens, eos_id):
+    """The arguments every decoder takes, as ints: max_new_tokens >= 0, eos_id >= 0."""
+    max_new_tokens = arguments.integer(owner, "max_new_tokens", max_new_tokens, low=0)
+    if eos_id is not None:
+        eos_id = arguments.integer(owner, "eos_id", eos_id, low=0)
+    return max_new_tokens, eos_id
+
+
+def _next_logits(owner, stepper, tokens, eos_id, xp):
+    """The next-token logits (B, V), refused when they hold NaN (a NaN would decode as
+    token 0 or a NaN score) or when ``eos_id`` cannot be produced."""
+    logits = stepper.logits(tokens)
+    if eos_id is not None and eos_id >= logits.shape[-1]:
+        raise ValueError(f"{owner}: eos_id={eos_id} is outside the model's vocabulary "
+                         f"[0, {logits.shape[-1]}); pass the id of its end token")
+    bad_rows = xp.isnan(logits).any(axis=-1)
+    if bool(bad_rows.any()):
+        raise FloatingPointError(
+            f"{owner}: the model's next-token logits contain NaN (row "
+            f"{int(bad_rows.argmax())}, at sequence length {tokens.shape[1]}); its "
+            "parameters or inputs hold NaN or inf -- check the checkpoint and training")
+    return logits
+
+
+def _decode(owner, model, tokens, max_new_tokens, src, eos_id, use_cache, choose):
+    max_new_tokens, eos_id = _check_lengths(owner, max_new_tokens, eos_id)
     with _inference(model) as device:
         xp = backend.xp(device)
         tokens = _as_ids(tokens, device, "tokens")
@@ -164,7 +188,7 @@ def _decode(model, tokens, max_new_tokens, src, eos_id, use_cache, choose):
         stepper = _stepper(model, src, use_cache)
         done = xp.zeros(tokens.shape[0], dtype=bool)
         for _ in range(max_new_tokens):
-            logits = stepper.logits(tokens)
+            logits = _next_logits(owner, stepper, tokens, eos_id, xp)
             new = logits.argmax(axis=-1) if choose is None else choose(logits, xp)
             if eos_id is not None:
                 new = xp.where(done, eos_id, new)
@@ -190,8 +214,10 @@ def beam_search(model, tokens, max_new_tokens, beam_size=4, alpha=0.6, src=None,
     with ``eos_id``) and scores (B,): each hypothesis's summed log-probability divided by
     ``length_penalty(generated length, alpha)``, the quantity the search ranks by.
     """
-    if beam_size < 1:
-        raise ValueError(f"beam_search: beam_size must be >= 1, got {beam_size}")
+    beam_size = arguments.positive_integer("beam_search", "beam_size", beam_size)
+    max_new_tokens, eos_id = _check_lengths("beam_search", max_new_tokens, eos_id)
+    if not math.isfinite(alpha):
+        raise ValueError(f"beam_search: alpha must be a finite number, got {alpha}")
     with _inference(model) as device:
         return _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src, eos_id,
                             use_cache, device)
@@ -212,7 +238,8 @@ def _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src, eos_id, u
     lengths = xp.zeros(batch * K)
     done = xp.zeros(batch * K, dtype=bool)
     for _ in range(max_new_tokens):
-        logp = log_softmax(Tensor(stepper.logits(tokens))).data.astype(scores.dtype)
+        logits = _next_logits("beam_search", stepper, tokens, eos_id, xp)
+        logp = log_softmax(Tensor(logits)).data.astype(scores.dtype)
         vocab = logp.shape[-1]
         if eos_id is not None:  # a finished beam may only repeat eos, at no cost
             logp[done] = -math.inf

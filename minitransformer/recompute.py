@@ -50,7 +50,8 @@ def recompute(fn, *tensors):
     if not out.requires_grad:
         return out
     node = Recompute()
-    node.xp, node.inputs, node.args, node.fn = out.xp, inputs, tensors, fn
+    node.record(inputs)  # backward will refuse inputs changed in place after this
+    node.xp, node.args, node.fn = out.xp, tensors, fn
     node.rng_mark, node.device = rng_mark, device
     result = Tensor(out.data, requires_grad=True)
     result._ctx = node

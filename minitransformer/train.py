@@ -20,7 +20,7 @@ import time
 
 from .autograd import Tensor, no_grad
 from .backend import manual_seed
-from .optim import clip_grad_norm
+from .optim import clip_grad_norm, grad_norm
 
 
 @dataclasses.dataclass
@@ -65,8 +65,8 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
     count_tokens: ``count_tokens(batch)`` -> tokens in the batch, for the tokens/s figure.
     callback:    ``callback(step, history)`` after each step, e.g. to save a checkpoint.
 
-    A loss that is inf or nan stops training with a ``FloatingPointError`` naming the
-    step, before it reaches the parameters.
+    A loss or a gradient norm that is inf or nan stops training with a
+    ``FloatingPointError`` naming the step, before it reaches the parameters.
     """
     _check_arguments(steps, start_step, accumulate_steps, clip_norm, eval_every)
     next_batch = _batch_function(batches)
@@ -82,8 +82,7 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
         model.zero_grad()
         loss, tokens = _accumulate_gradients(model, loss_fn, next_batch, step,
                                              accumulate_steps, count_tokens)
-        if clip_norm is not None:
-            history.grad_norms.append(clip_grad_norm(model.parameters(), clip_norm))
+        _finite_gradients(model, clip_norm, history, step, loss)
         optimizer.step()
         seconds_since_log += time.perf_counter() - started
 
@@ -156,6 +155,23 @@ def _finite_loss(loss, where, step):
             f"{step - 1}. Try a lower learning rate, gradient clipping (clip_norm=1.0) or "
             "a longer warmup")
     return value
+
+
+def _finite_gradients(model, clip_norm, history, step, loss):
+    """Clip the gradients if asked; refuse a step on an inf or nan gradient norm, which
+    would write NaN into every parameter (a finite loss can still have one)."""
+    params = model.parameters()
+    if clip_norm is None:
+        norm = grad_norm(params)
+    else:
+        norm = clip_grad_norm(params, clip_norm)
+        history.grad_norms.append(norm)
+    if not math.isfinite(norm):
+        raise FloatingPointError(
+            f"fit: the gradient norm is {norm} at step {step} (the loss, {loss:.6g}, is "
+            f"finite); no parameter was changed: they are as after step {step - 1}. Look "
+            "for an op whose gradient overflows (e.g. sqrt or log at 0), or lower the "
+            "learning rate")
 
 
 def _batch_function(batches):

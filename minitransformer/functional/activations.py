@@ -8,9 +8,10 @@ is within 5e-7 of erf (a few float32 ulps).
 """
 import math
 
-from .. import backend
+from .. import arguments, backend
 from ..autograd import Function
-from .common import keep_mask
+from ..ops import relu
+from .common import floating, keep_mask
 
 
 class Softmax(Function):
@@ -18,17 +19,15 @@ class Softmax(Function):
     From dy_i = y_i (dx_i - sum_j y_j dx_j):  dx = y (g - sum(g y))."""
     def forward(self, x, axis):
         self.axis = axis
-        y = x - x.max(axis=axis, keepdims=True)  # shifting by the max keeps exp finite
+        y = self.xp.array(x)  # a fresh array, also for 0-d x (where x - max is a scalar)
+        y -= x.max(axis=axis, keepdims=True)  # shifting by the max keeps exp finite
         self.xp.exp(y, out=y)
         y /= y.sum(axis=axis, keepdims=True)
         self.y = y
         return y
 
     def backward(self, grad):
-        gx = grad * self.y
-        self.xp.subtract(grad, gx.sum(axis=self.axis, keepdims=True), out=gx)
-        gx *= self.y
-        return gx
+        return (grad - (grad * self.y).sum(axis=self.axis, keepdims=True)) * self.y
 
 
 class LogSoftmax(Function):
@@ -51,26 +50,14 @@ class LogSoftmax(Function):
 
 def softmax(x, axis=-1):
     """Softmax along ``axis``; rows sum to 1. Stable for large logits (shifted by the max)."""
-    return Softmax.apply(x, axis=axis)
+    floating("softmax", x=x)
+    return Softmax.apply(x, axis=arguments.single_axis("softmax", axis, x.ndim))
 
 
 def log_softmax(x, axis=-1):
     """log(softmax(x)) along ``axis``, computed without taking the log of a softmax."""
-    return LogSoftmax.apply(x, axis=axis)
-
-
-class ReLU(Function):
-    """max(x, 0); any shape. d/dx = 1 where x > 0, else 0 (0 at the kink, like PyTorch)."""
-    def forward(self, x):
-        self.positive = x > 0
-        return self.xp.maximum(x, 0)
-
-    def backward(self, grad):
-        return grad * self.positive
-
-
-def relu(x):
-    return ReLU.apply(x)
+    floating("log_softmax", x=x)
+    return LogSoftmax.apply(x, axis=arguments.single_axis("log_softmax", axis, x.ndim))
 
 
 class SiLU(Function):
@@ -209,6 +196,7 @@ def gelu(x, approximate="none"):
     """Gaussian error linear unit; ``approximate="tanh"`` is the GPT-2 approximation."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    floating("gelu", x=x)
     return GELU.apply(x, approximate=approximate)
 
 

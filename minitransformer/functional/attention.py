@@ -5,7 +5,7 @@ import math
 from .. import backend
 from ..autograd import Function, Tensor
 from ..ops.arithmetic import unbroadcast
-from .common import array_like, keep_mask
+from .common import array_like, floating, keep_mask
 
 
 class ScaledDotProductAttention(Function):
@@ -107,6 +107,10 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
         if t.ndim < 2:
             raise ValueError(f"{name}: {arg} must have at least 2 dims (..., length, dim), "
                              f"got shape {t.shape}")
+    floating(name, q=q, k=k, v=v)
+    if k.shape[-2] == 0:
+        raise ValueError(f"{name}: k has 0 positions (shape {k.shape}); attention needs at "
+                         "least one key (mask keys out instead of removing them all)")
     if k.shape[-1] != q.shape[-1]:
         raise ValueError(f"{name}: k has last dim {k.shape[-1]}, expected "
                          f"{q.shape[-1]} like q (q {q.shape}, k {k.shape})")

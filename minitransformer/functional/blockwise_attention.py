@@ -38,7 +38,7 @@ gets output 0 and lse = +inf (then every P of the row is 0 in the backward pass 
 import contextlib
 import math
 
-from .. import backend
+from .. import arguments, backend
 from ..autograd import Function
 from ..ops.arithmetic import unbroadcast
 from .attention import check_attention_arguments
@@ -164,8 +164,7 @@ def blockwise_attention(q, k, v, mask=None, bias=None, causal=False, dropout_p=0
     redraws each tile's mask (``backend.rng_replay``). No weights are returned: they never exist whole.
     """
     name = "blockwise_attention"
-    if not (isinstance(block_size, int) and block_size > 0):
-        raise ValueError(f"{name}: block_size must be a positive integer, got {block_size!r}")
+    block_size = arguments.positive_integer(name, "block_size", block_size)
     q, k, v, mask, bias, groups = check_attention_arguments(name, q, k, v, mask, bias,
                                                             dropout_p)
     inputs = (q, k, v) if bias is None else (q, k, v, bias)

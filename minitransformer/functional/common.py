@@ -11,6 +11,15 @@ def array_like(value, like):
     return backend.to_device(data, like.device)
 
 
+def floating(owner, **tensors):
+    """Each named tensor must hold floats: softmax, normalisation and losses are
+    meaningless on integers (and NumPy's own error about it names no argument)."""
+    for name, t in tensors.items():
+        if t.dtype.kind != "f":
+            raise TypeError(f"{owner}: {name} must be a floating tensor, got dtype {t.dtype}; "
+                            f"convert it first, e.g. mt.tensor({name}, dtype='float32')")
+
+
 def indices(value, like, size, what):
     """``value`` as an array of integers in [0, size) on the device of ``like``."""
     data = array_like(value, like)

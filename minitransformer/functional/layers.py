@@ -1,6 +1,6 @@
 """Linear maps, embedding lookups and layer normalisation."""
 from ..autograd import Function, Tensor
-from .common import indices
+from .common import floating, indices
 
 
 class Linear(Function):
@@ -76,6 +76,11 @@ class LayerNorm(Function):
     weight and bias (D,) or absent. With xhat the normalised x and gh = g * weight,
     differentiating mean and var gives dx = (gh - mean(gh) - xhat mean(gh xhat)) / std."""
     def forward(self, x, weight=None, bias=None, eps=1e-5):
+        self.dtype = x.dtype
+        # Half precision: statistics in float32, as PyTorch does (BERT's eps=1e-12 is 0 in
+        # float16, and a sum of D float16 squares loses digits). The engine casts the
+        # gradients back to each input's dtype.
+        x = x.astype(self.xp.float32) if x.dtype.itemsize < 4 else x
         xhat = x - x.mean(axis=-1, keepdims=True)
         var = (xhat * xhat).mean(axis=-1, keepdims=True)
         var += eps
@@ -85,11 +90,12 @@ class LayerNorm(Function):
         out = xhat if weight is None else xhat * weight
         if bias is not None:  # then there is a weight too (layer_norm sees to it)
             out += bias
-        return out
+        return out.astype(self.dtype, copy=False)
 
     def backward(self, grad):
         needs = self.needs_input_grad + [False, False]  # weight and bias may be absent
         xhat = self.xhat
+        grad = grad.astype(xhat.dtype, copy=False)
         gh = grad if self.weight is None else grad * self.weight
         gx = None
         if needs[0]:
@@ -105,6 +111,7 @@ class LayerNorm(Function):
 def layer_norm(x, weight, bias, eps=1e-5):
     """Normalise the last axis of x (..., D) to mean 0 and variance 1 (biased, as in
     PyTorch), then scale by ``weight`` and shift by ``bias``, each (D,) or None."""
+    floating("layer_norm", x=x)
     dim = x.shape[-1] if x.ndim else None
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != (dim,):

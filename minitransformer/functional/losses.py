@@ -2,7 +2,7 @@
 log-likelihood, against class ids or probability targets) and the distillation loss
 of Hinton et al. (2015), a temperature-softened KL divergence from teacher to student."""
 from ..autograd import Function
-from .common import array_like, indices
+from .common import array_like, floating, indices
 
 
 class CrossEntropy(Function):
@@ -15,6 +15,8 @@ class CrossEntropy(Function):
         self.shape, self.targets, self.counted = logits.shape, targets, counted
         self.smoothing = smoothing
         z = logits.reshape(-1, logits.shape[-1])
+        if counted is not None:  # ignored rows must not matter, even if inf or NaN
+            z = xp.where(counted[:, None], z, z.dtype.type(0))
         self.rows = xp.arange(z.shape[0])
         shifted = z - z.max(axis=1, keepdims=True)
         picked = shifted[self.rows, targets]
@@ -83,6 +85,7 @@ def cross_entropy(logits, targets, ignore_index=None, label_smoothing=0.0):
     if logits.ndim < 2:
         raise ValueError(f"cross_entropy: logits must be (N, C) or (B, L, C), "
                          f"got shape {logits.shape}")
+    floating("cross_entropy", logits=logits)
     targets = array_like(targets, logits)
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], "

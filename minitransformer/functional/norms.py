@@ -1,5 +1,6 @@
 """RMSNorm (Zhang and Sennrich, 2019): LayerNorm without the mean, as LLaMA uses."""
 from ..autograd import Function
+from .common import floating
 
 
 class RMSNorm(Function):
@@ -7,14 +8,18 @@ class RMSNorm(Function):
     absent. With r = 1/rms, xhat = x r and gh = g * weight, differentiating r through
     mean(x^2) gives dx = r (gh - xhat mean(gh xhat)) (LayerNorm's formula, less mean(gh))."""
     def forward(self, x, weight=None, eps=1e-6):
+        self.dtype = x.dtype  # half precision: statistics in float32, as in LayerNorm
+        x = x.astype(self.xp.float32) if x.dtype.itemsize < 4 else x
         mean_square = (x * x).mean(axis=-1, keepdims=True)
         mean_square += eps
         self.inv_rms = 1 / self.xp.sqrt(mean_square)
         self.xhat, self.weight = x * self.inv_rms, weight
-        return self.xhat if weight is None else self.xhat * weight
+        out = self.xhat if weight is None else self.xhat * weight
+        return out.astype(self.dtype, copy=False)
 
     def backward(self, grad):
         needs = self.needs_input_grad + [False]  # the weight may be absent
+        grad = grad.astype(self.xhat.dtype, copy=False)
         gh = grad if self.weight is None else grad * self.weight
         gx = gw = None
         if needs[0]:
@@ -28,6 +33,7 @@ class RMSNorm(Function):
 def rms_norm(x, weight=None, eps=1e-6):
     """Divide the last axis of x (..., D) by its root mean square, then scale by
     ``weight`` (D,) or None; no centring and no bias."""
+    floating("rms_norm", x=x)
     if weight is not None and (x.ndim == 0 or weight.shape != (x.shape[-1],)):
         raise ValueError(f"rms_norm: weight has shape {weight.shape}, expected "
                          f"({x.shape[-1] if x.ndim else None},) for x of shape {x.shape}")

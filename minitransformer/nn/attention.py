@@ -8,6 +8,7 @@ Masks are boolean, True = may attend, broadcastable to (B, H, Lq, Lk). (This is 
 convention of ``torch.nn.functional.scaled_dot_product_attention``;
 ``torch.nn.MultiheadAttention`` uses the opposite one, True = blocked.)
 """
+from .. import arguments
 from .. import functional as F
 from ..ops import concatenate
 from .checks import check_device, check_features, check_mask
@@ -105,11 +106,14 @@ class MultiHeadAttention(Module):
 
     def __init__(self, d_model, num_heads, dropout=0.0, bias=True, num_kv_heads=None,
                  rotary_base=None, attention="plain", block_size=128):
-        if not isinstance(num_heads, int) or num_heads <= 0 or d_model % num_heads:
+        d_model = arguments.positive_integer("MultiHeadAttention", "d_model", d_model)
+        num_heads = arguments.positive_integer("MultiHeadAttention", "num_heads", num_heads)
+        if d_model % num_heads:
             raise ValueError(f"MultiHeadAttention: num_heads={num_heads!r} must be a positive "
                              f"integer dividing d_model={d_model}")
-        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if not isinstance(num_kv_heads, int) or num_kv_heads <= 0 or num_heads % num_kv_heads:
+        num_kv_heads = arguments.positive_integer(
+            "MultiHeadAttention", "num_kv_heads", num_heads if num_kv_heads is None else num_kv_heads)
+        if num_heads % num_kv_heads:
             raise ValueError(f"MultiHeadAttention: num_kv_heads={num_kv_heads!r} must be a "
                              f"positive integer dividing num_heads={num_heads}")
         self.d_model, self.num_heads, self.dropout = d_model, num_heads, dropout
@@ -127,9 +131,7 @@ class MultiHeadAttention(Module):
         if attention not in ("plain", "blockwise"):
             raise ValueError(f"MultiHeadAttention: attention must be 'plain' or 'blockwise', "
                              f"got {attention!r}")
-        if not (isinstance(block_size, int) and block_size > 0):
-            raise ValueError(f"MultiHeadAttention: block_size must be a positive integer, "
-                             f"got {block_size!r}")
+        block_size = arguments.positive_integer("MultiHeadAttention", "block_size", block_size)
         self.attention, self.block_size = attention, block_size
 
     def forward(self, query, key, value, mask=None, cache=None, bias=None):

@@ -9,7 +9,7 @@ current backend, so ``mt.manual_seed(s)`` gives the same initial weights on NumP
 """
 import math
 
-from .. import backend
+from .. import arguments, backend
 from .. import functional as F
 from ..autograd import Tensor
 from ..ops import where
@@ -34,10 +34,9 @@ def _constant(value, shape):
     return _parameter(backend.host.full(shape, value))
 
 
-def _check_positive(owner, **sizes):
-    for name, size in sizes.items():
-        if not isinstance(size, int) or size <= 0:
-            raise ValueError(f"{owner}: {name} must be a positive integer, got {size!r}")
+def _sizes(owner, **sizes):
+    """The sizes as Python ints, each checked to be a positive integer (NumPy's too)."""
+    return [arguments.positive_integer(owner, name, n) for name, n in sizes.items()]
 
 
 class Linear(Module):
@@ -48,7 +47,8 @@ class Linear(Module):
     """
 
     def __init__(self, in_features, out_features, bias=True):
-        _check_positive("Linear", in_features=in_features, out_features=out_features)
+        in_features, out_features = _sizes("Linear", in_features=in_features,
+                                           out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         bound = 1 / math.sqrt(in_features)
         self.weight = _uniform(bound, (out_features, in_features))
@@ -74,10 +74,11 @@ class Embedding(Module):
     """
 
     def __init__(self, num_embeddings, dim, padding_idx=None, std=1.0):
-        _check_positive("Embedding", num_embeddings=num_embeddings, dim=dim)
-        if padding_idx is not None and not 0 <= padding_idx < num_embeddings:
-            raise ValueError(f"Embedding: padding_idx must be in [0, {num_embeddings}), "
-                             f"got {padding_idx}")
+        num_embeddings, dim = _sizes("Embedding", num_embeddings=num_embeddings, dim=dim)
+        if padding_idx is not None:  # negative counts from the end, as in PyTorch
+            padding_idx = arguments.integer("Embedding", "padding_idx", padding_idx,
+                                            -num_embeddings, num_embeddings - 1)
+            padding_idx %= num_embeddings
         self.num_embeddings, self.dim, self.padding_idx = num_embeddings, dim, padding_idx
         table = backend.rng("cpu").normal(0.0, std, (num_embeddings, dim))
         if padding_idx is not None:
@@ -104,7 +105,7 @@ class LayerNorm(Module):
     with ``bias=False``)."""
 
     def __init__(self, dim, eps=1e-5, bias=True):
-        _check_positive("LayerNorm", dim=dim)
+        dim, = _sizes("LayerNorm", dim=dim)
         self.dim, self.eps = dim, eps
         self.weight = _constant(1.0, (dim,))
         self.bias = _constant(0.0, (dim,)) if bias else None
@@ -124,7 +125,7 @@ class RMSNorm(Module):
     no bias). x (..., dim) -> (..., dim); ``weight`` starts at ones."""
 
     def __init__(self, dim, eps=1e-6):
-        _check_positive("RMSNorm", dim=dim)
+        dim, = _sizes("RMSNorm", dim=dim)
         self.dim, self.eps = dim, eps
         self.weight = _constant(1.0, (dim,))
 
@@ -172,7 +173,7 @@ class SinusoidalPositionalEncoding(Module):
     """
 
     def __init__(self, dim, max_len=5000):
-        _check_positive("SinusoidalPositionalEncoding", dim=dim, max_len=max_len)
+        dim, max_len = _sizes("SinusoidalPositionalEncoding", dim=dim, max_len=max_len)
         host = backend.host
         position = host.arange(max_len)[:, None]
         frequency = host.exp(host.arange(0, dim, 2) * (-math.log(10000.0) / dim))
@@ -198,7 +199,7 @@ class LearnedPositionalEmbedding(Module):
     """
 
     def __init__(self, max_len, dim, std=0.02):
-        _check_positive("LearnedPositionalEmbedding", max_len=max_len, dim=dim)
+        max_len, dim = _sizes("LearnedPositionalEmbedding", max_len=max_len, dim=dim)
         self.max_len, self.dim = max_len, dim
         self.weight = _normal(std, (max_len, dim))
 
@@ -244,8 +245,9 @@ class RelativePositionBias(Module):
 
     def __init__(self, num_heads, num_buckets=32, max_distance=128, bidirectional=True,
                  std=0.02):
-        _check_positive("RelativePositionBias", num_heads=num_heads, num_buckets=num_buckets,
-                        max_distance=max_distance)
+        num_heads, num_buckets, max_distance = _sizes(
+            "RelativePositionBias", num_heads=num_heads, num_buckets=num_buckets,
+            max_distance=max_distance)
         self.num_heads, self.num_buckets = num_heads, num_buckets
         self.max_distance, self.bidirectional = max_distance, bidirectional
         self.weight = _normal(std, (num_buckets, num_heads))

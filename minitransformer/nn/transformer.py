@@ -17,6 +17,7 @@ attention bias (ALiBi, T5) passed to ``forward``. A LLaMA block is
 ``EncoderLayer(..., activation="swiglu", norm_first=True, norm="rms", num_kv_heads=2,
 bias=False, rotary_base=10000.0)`` under a causal mask.
 """
+from .. import arguments
 from .. import functional as F
 from ..recompute import recompute
 from .attention import MultiHeadAttention
@@ -140,8 +141,7 @@ class DecoderLayer(Module):
 
 
 def _check_num_layers(owner, num_layers):
-    if not isinstance(num_layers, int) or num_layers <= 0:
-        raise ValueError(f"{owner}: num_layers must be a positive integer, got {num_layers!r}")
+    arguments.positive_integer(owner, "num_layers", num_layers)
 
 
 class Encoder(Module):

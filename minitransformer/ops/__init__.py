@@ -4,10 +4,12 @@ Each op is a ``Function`` subclass (forward next to backward) in one of the modu
 below; this file gives them friendly names and installs them as operators on
 ``Tensor``, so ``(a * b).sum()`` builds a graph.
 """
-from .. import backend
+import operator
+
+from .. import arguments, backend
 from ..autograd import Function, Tensor
-from .arithmetic import (Add, Div, Exp, Log, Maximum, Mul, Neg, Pow, Sqrt, Sub, Tanh,
-                         Where, unbroadcast)
+from .arithmetic import (Add, Div, Exp, Log, Maximum, Mul, Neg, Pow, ReLU, Sqrt, Sub,
+                         Tanh, Where, unbroadcast)
 from .linalg import MatMul
 from .reductions import Max, Mean, Sum
 from .shape import Concatenate, GetItem, Reshape, Stack, Transpose
@@ -58,8 +60,8 @@ def maximum(a, b):
 
 
 def relu(a):
-    """max(a, 0) built from ``maximum``; ``functional.relu`` is the fused version."""
-    return Maximum.apply(a, 0)
+    """max(a, 0), with gradient 0 at 0 (PyTorch's); ``functional.relu`` is this one."""
+    return ReLU.apply(a)
 
 
 def matmul(a, b):
@@ -86,10 +88,13 @@ def reshape(a, *shape):
 def transpose(a, *axes):
     """Permute axes (reverse them when none are given), like ``ndarray.transpose``."""
     axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-    return Transpose.apply(a, axes=tuple(axes) if axes else None)
+    if axes:
+        axes = tuple(arguments.single_axis("transpose", ax, a.ndim) for ax in axes)
+    return Transpose.apply(a, axes=axes or None)
 
 
 def swapaxes(a, axis1, axis2):
+    axis1, axis2 = (arguments.single_axis("swapaxes", ax, a.ndim) for ax in (axis1, axis2))
     axes = list(range(a.ndim))
     axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
     return Transpose.apply(a, axes=tuple(axes))
@@ -104,11 +109,15 @@ def getitem(a, index):
 
 
 def concatenate(tensors, axis=0):
-    return Concatenate.apply(*tensors, axis=axis)
+    tensors = list(tensors)
+    ndim = tensors[0].ndim if tensors else 0
+    return Concatenate.apply(*tensors, axis=arguments.single_axis("concatenate", axis, ndim))
 
 
 def stack(tensors, axis=0):
-    return Stack.apply(*tensors, axis=axis)
+    tensors = list(tensors)
+    ndim = tensors[0].ndim + 1 if tensors else 1
+    return Stack.apply(*tensors, axis=arguments.single_axis("stack", axis, ndim))
 
 
 def where(condition, a, b):
@@ -127,6 +136,8 @@ def masked_fill(a, mask, value):
 
 class ToDevice(Function):
     """Copy to another device. The gradient is copied back."""
+    saves_values = False
+
     def forward(self, a, device):
         self.source = backend.device_of(a)
         return backend.to_device(a, device)
@@ -137,7 +148,17 @@ class ToDevice(Function):
 
 def to(a, device):
     """This tensor on ``device`` (``"cpu"`` or ``"gpu"``); differentiable."""
+    device = backend.check_device(device)
     return a if a.device == device else ToDevice.apply(a, device=device)
+
+
+def _comparison(compare):
+    """Elementwise ``compare`` giving a boolean tensor outside the graph (as in PyTorch),
+    so that ``a == b`` means what it means for arrays."""
+    def method(a, b):
+        b = b.data if isinstance(b, Tensor) else b
+        return Tensor(compare(a.data, b))
+    return method
 
 
 def _install_tensor_methods():
@@ -159,6 +180,8 @@ def _install_tensor_methods():
     for f in (exp, log, sqrt, tanh, relu, sum, mean, max, reshape, transpose, swapaxes,
               masked_fill, to):
         setattr(T, f.__name__, f)
+    for name in ("eq", "ne", "lt", "le", "gt", "ge"):
+        setattr(T, f"__{name}__", _comparison(getattr(operator, name)))
     T.permute = transpose
     T.T = property(lambda a: transpose(a))
 

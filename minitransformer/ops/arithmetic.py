@@ -19,6 +19,8 @@ def unbroadcast(grad, shape):
 
 class Add(Function):
     """a + b, broadcast. d/da = 1, d/db = 1."""
+    saves_values = False
+
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         return a + b
@@ -29,6 +31,8 @@ class Add(Function):
 
 class Sub(Function):
     """a - b, broadcast. d/da = 1, d/db = -1."""
+    saves_values = False
+
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
         return a - b
@@ -64,6 +68,8 @@ class Div(Function):
 
 class Neg(Function):
     """-a. d/da = -1."""
+    saves_values = False
+
     def forward(self, a):
         return -a
 
@@ -72,7 +78,8 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """a ** b, broadcast. d/da = b a^(b-1); d/db = a^b log(a), taken as 0 where a <= 0."""
+    """a ** b, broadcast. d/da = b a^(b-1), taken as 0 where b = 0 (a^0 is constant, but
+    0 * 0^-1 would be NaN at a = 0; PyTorch's rule); d/db = a^b log(a), 0 where a <= 0."""
     def forward(self, a, b):
         self.a, self.b = a, b
         self.out = a ** b
@@ -83,7 +90,8 @@ class Pow(Function):
         needs_a, needs_b = self.needs_input_grad
         ga = gb = None
         if needs_a:
-            ga = unbroadcast(grad * self.b * self.a ** (self.b - 1), self.a.shape)
+            exponent = xp.where(self.b == 0, 1, self.b - 1)  # any finite power times b = 0
+            ga = unbroadcast(grad * self.b * self.a ** exponent, self.a.shape)
         if needs_b:
             log_a = xp.log(xp.where(self.a > 0, self.a, 1))
             gb = unbroadcast(grad * self.out * log_a, self.b.shape)
@@ -144,9 +152,21 @@ class Maximum(Function):
                 unbroadcast(grad * (1 - a_wins), self.b.shape))
 
 
+class ReLU(Function):
+    """max(a, 0); any shape. d/da = 1 where a > 0, else 0 (0 at the kink, like PyTorch)."""
+    def forward(self, a):
+        self.positive = a > 0
+        return self.xp.maximum(a, 0)
+
+    def backward(self, grad):
+        return grad * self.positive
+
+
 class Where(Function):
     """where(condition, a, b), broadcast; ``condition`` is a boolean array, not differentiated.
     d/da = condition, d/db = not condition."""
+    saves_values = False
+
     def forward(self, a, b, condition):
         self.condition, self.shapes = condition, (a.shape, b.shape)
         return self.xp.where(condition, a, b)

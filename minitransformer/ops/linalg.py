@@ -1,4 +1,5 @@
 """Matrix multiplication, batched and broadcast like ``numpy.matmul``."""
+from .. import backend
 from ..autograd import Function
 from .arithmetic import unbroadcast
 
@@ -8,8 +9,7 @@ class MatMul(Function):
     promoted as in NumPy. From d(a b) = da b + a db: dA = G bᵀ, dB = aᵀ G, summed over
     broadcast batch dims."""
     def forward(self, a, b):
-        if a.ndim == 0 or b.ndim == 0:
-            raise ValueError("matmul: operands must have at least 1 dimension")
+        _check_shapes(a.shape, b.shape)
         self.a, self.b = a, b
         return a @ b
 
@@ -23,3 +23,20 @@ class MatMul(Function):
         ga = unbroadcast(g @ b.swapaxes(-1, -2), a.shape).reshape(self.a.shape)
         gb = unbroadcast(a.swapaxes(-1, -2) @ g, b.shape).reshape(self.b.shape)
         return ga, gb
+
+
+def _check_shapes(a, b):
+    """NumPy's matmul rules, with both operand shapes in the message."""
+    if not a or not b:
+        raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes "
+                         f"{a} @ {b}")
+    inner_b = b[-2] if len(b) > 1 else b[0]
+    if a[-1] != inner_b:
+        raise ValueError(f"matmul: shapes {a} @ {b} do not match: a's last dim {a[-1]} must "
+                         f"equal b's {'second-to-last' if len(b) > 1 else 'only'} dim "
+                         f"{inner_b}")
+    try:
+        backend.host.broadcast_shapes(a[:-2], b[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: shapes {a} @ {b}: the batch dims {a[:-2]} and {b[:-2]} "
+                         "do not broadcast") from None

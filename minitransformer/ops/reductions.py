@@ -3,17 +3,8 @@
 Their backward passes broadcast the upstream gradient back over the reduced axes,
 so ``keepdims=False`` outputs first get their reduced axes re-inserted as size 1.
 """
+from .. import arguments
 from ..autograd import Function
-
-
-def _normalize_axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    for a in axes:
-        if not -ndim <= a < max(ndim, 1):
-            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dims")
-    return tuple(sorted(a % max(ndim, 1) for a in axes))
 
 
 def _expand(grad, axes):
@@ -25,9 +16,11 @@ def _expand(grad, axes):
 
 class Sum(Function):
     """sum over ``axis``. d/da = 1 broadcast over the summed axes."""
+    saves_values = False
+
     def forward(self, a, axis=None, keepdims=False):
         self.shape = a.shape
-        self.axes, self.keepdims = _normalize_axes(axis, a.ndim), keepdims
+        self.axes, self.keepdims = arguments.axes(type(self).__name__.lower(), axis, a.ndim), keepdims
         return a.sum(axis=self.axes, keepdims=keepdims)
 
     def backward(self, grad):
@@ -37,9 +30,11 @@ class Sum(Function):
 
 class Mean(Function):
     """mean over ``axis``. d/da = 1/n broadcast over the averaged axes (n elements each)."""
+    saves_values = False
+
     def forward(self, a, axis=None, keepdims=False):
         self.shape = a.shape
-        self.axes, self.keepdims = _normalize_axes(axis, a.ndim), keepdims
+        self.axes, self.keepdims = arguments.axes(type(self).__name__.lower(), axis, a.ndim), keepdims
         self.count = 1
         for ax in self.axes:
             self.count *= a.shape[ax]
@@ -51,15 +46,18 @@ class Mean(Function):
 
 
 class Max(Function):
-    """max over ``axis``. The gradient goes to the maximal elements, split evenly at ties."""
+    """max over ``axis``. The gradient goes to the maximal elements, split evenly at ties;
+    where the max is NaN (a NaN input), to the NaN elements, as in PyTorch."""
     def forward(self, a, axis=None, keepdims=False):
         self.a = a
-        self.axes, self.keepdims = _normalize_axes(axis, a.ndim), keepdims
+        self.axes, self.keepdims = arguments.axes(type(self).__name__.lower(), axis, a.ndim), keepdims
         self.out = a.max(axis=self.axes, keepdims=True)
         return self.out if keepdims else self.out.reshape(
             [n for i, n in enumerate(a.shape) if i not in self.axes])
 
     def backward(self, grad):
         grad = grad if self.keepdims else _expand(grad, self.axes)
-        winners = (self.a == self.out).astype(grad.dtype)
+        xp = self.xp
+        winners = (self.a == self.out) | (xp.isnan(self.a) & xp.isnan(self.out))
+        winners = winners.astype(grad.dtype)
         return grad * winners / winners.sum(axis=self.axes, keepdims=True)

@@ -6,6 +6,8 @@ from ..autograd import Function
 
 class Reshape(Function):
     """reshape to ``shape``. The gradient is reshaped back."""
+    saves_values = False
+
     def forward(self, a, shape):
         self.shape = a.shape
         return a.reshape(shape)
@@ -17,9 +19,10 @@ class Reshape(Function):
 class Transpose(Function):
     """permute axes by ``axes`` (all axes reversed when None). The gradient is permuted
     by the inverse permutation."""
+    saves_values = False
+
     def forward(self, a, axes=None):
-        self.axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(
-            ax % a.ndim for ax in axes)
+        self.axes = tuple(reversed(range(a.ndim))) if axes is None else axes
         if sorted(self.axes) != list(range(a.ndim)):
             raise ValueError(f"transpose: axes {axes} are not a permutation of "
                              f"{a.ndim} dims")
@@ -35,6 +38,8 @@ class Transpose(Function):
 class GetItem(Function):
     """a[index] for any NumPy index (ints, slices, arrays, masks). Backward scatters
     with ``add.at`` so that an element picked twice gets both gradients."""
+    saves_values = False
+
     def forward(self, a, index):
         self.shape, self.index = a.shape, index
         return a[index]
@@ -47,6 +52,8 @@ class GetItem(Function):
 
 class Concatenate(Function):
     """concatenate inputs along ``axis``. Each input gets its slice of the gradient."""
+    saves_values = False
+
     def forward(self, *arrays, axis=0):
         self.axis = axis
         self.sizes = [a.shape[axis] for a in arrays]
@@ -61,6 +68,8 @@ class Concatenate(Function):
 
 class Stack(Function):
     """stack inputs along a new ``axis``. Each input gets its slice of the gradient."""
+    saves_values = False
+
     def forward(self, *arrays, axis=0):
         self.axis = axis
         return self.xp.stack(arrays, axis=axis)

@@ -187,6 +187,13 @@ def param_groups_for_weight_decay(model, weight_decay):
     return [g for g in groups if g["params"]]
 
 
+def grad_norm(params):
+    """The global L2 norm of the gradients, sqrt(sum_i ||g_i||^2), as a float: inf or
+    nan if a gradient holds one. Parameters without a gradient are skipped."""
+    return math.sqrt(sum(float(p.grad.ravel() @ p.grad.ravel())
+                         for p in params if p.grad is not None))
+
+
 def clip_grad_norm(params, max_norm):
     """Scale all gradients together, in place, so their global L2 norm is at most
     ``max_norm``; returns the norm before clipping (a float; inf or nan if a gradient is).
@@ -197,7 +204,7 @@ def clip_grad_norm(params, max_norm):
     if not max_norm > 0:
         raise ValueError(f"clip_grad_norm: max_norm must be > 0, got {max_norm}")
     grads = [p.grad for p in params if p.grad is not None]
-    total = math.sqrt(sum(float(g.ravel() @ g.ravel()) for g in grads))
+    total = grad_norm(params)
     scale = max_norm / (total + 1e-6)  # PyTorch's epsilon: guards a zero norm
     if scale < 1.0:
         for g in grads:
