@@ -42,7 +42,7 @@ from .. import arguments, backend
 from ..autograd import Function
 from ..ops.arithmetic import unbroadcast
 from .attention import check_attention_arguments
-from .common import keep_mask
+from .common import keep_mask, widened
 
 
 def _tiles(lq, lk, block, causal):
@@ -68,9 +68,10 @@ class BlockwiseAttention(Function):
         lq, lk = q.shape[-2], k.shape[-2]
         self.shapes = q.shape, k.shape, v.shape
         self.scale = 1 / math.sqrt(q.shape[-1])
-        q = xp.broadcast_to(q * self.scale, batch + q.shape[-2:])
-        k = xp.broadcast_to(k, batch + k.shape[-2:])
-        v = xp.broadcast_to(v, batch + v.shape[-2:])
+        self.dtype = q.dtype  # float16 inputs are computed in float32, like the softmax
+        q = xp.broadcast_to(widened(q) * self.scale, batch + q.shape[-2:])
+        k = xp.broadcast_to(widened(k), batch + k.shape[-2:])
+        v = xp.broadcast_to(widened(v), batch + v.shape[-2:])
         if mask is not None:
             mask = xp.broadcast_to(mask, batch + (lq, lk))
         self.bias = bias
@@ -96,7 +97,7 @@ class BlockwiseAttention(Function):
         with_keys = xp.where(empty, 1, total)
         self.lse = xp.where(empty, xp.inf, top + xp.log(with_keys))
         self.q, self.k, self.v, self.out = q, k, v, out
-        return out
+        return out.astype(self.dtype, copy=False)
 
     def _scores(self, q, k, rows, cols, diagonal):
         """One tile of scores s q k^T + bias, -inf where masked: (..., rows, cols)."""
@@ -116,6 +117,7 @@ class BlockwiseAttention(Function):
     def backward(self, grad):
         xp = self.xp
         q, k, v, out = self.q, self.k, self.v, self.out
+        grad = grad.astype(out.dtype, copy=False)
         needs = self.needs_input_grad
         gq, gk, gv = xp.zeros(q.shape, q.dtype), xp.zeros(k.shape, k.dtype), xp.zeros(
             v.shape, v.dtype)
