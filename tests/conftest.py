@@ -62,3 +62,11 @@ def backend(request):
     yield name
     mt.set_backend("numpy")
     _use_cupy_module(None)
+
+
+@pytest.fixture(autouse=True)
+def _backend_for_each_test(backend):
+    """Select the session's backend again before every test: a demo's main() switches to
+    its --backend (NumPy by default) and would otherwise leave the rest of the session
+    on NumPy."""
+    mt.set_backend(backend)
