@@ -1,6 +1,7 @@
 """Activation recomputation: gradients bit-identical to the plain run on the CPU, dropout
 included (the random draws are replayed), for a function, GPT and the BERT-style encoder
-(the encoder-decoder: to rounding); the generator continues as without recomputation; no graph inside."""
+(the encoder-decoder: to rounding); the generator continues as without recomputation;
+no graph inside."""
 import numpy as np
 import pytest
 
