@@ -64,7 +64,7 @@ class BlockwiseAttention(Function):
     v (..., Lk, Dv), bias broadcastable to (..., Lq, Lk) -> (..., Lq, Dv)."""
     def forward(self, q, k, v, bias=None, *, mask, causal, dropout_p, block):
         xp = self.xp
-        batch = xp.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        batch = backend.host.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         lq, lk = q.shape[-2], k.shape[-2]
         self.shapes = q.shape, k.shape, v.shape
         self.scale = 1 / math.sqrt(q.shape[-1])
