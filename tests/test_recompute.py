@@ -41,6 +41,11 @@ MODELS = {
     "gpt": (lambda: mt.nn.GPT(mt.nn.GPTConfig(13, max_len=9, d_model=16, num_heads=2,
                                               num_layers=3, dropout=0.2)),
             lambda net: F.cross_entropy(net(IDS[:, :-1]), IDS[:, 1:])),
+    "gpt-blockwise": (  # blockwise attention's own dropout replay, inside recompute's
+        lambda: mt.nn.GPT(mt.nn.GPTConfig(13, max_len=9, d_model=16, num_heads=2,
+                                          num_layers=2, dropout=0.2, attention="blockwise",
+                                          attention_block_size=4)),
+        lambda net: F.cross_entropy(net(IDS[:, :-1]), IDS[:, 1:])),
     "transformer": (lambda: mt.nn.Transformer(mt.nn.TransformerConfig(
         13, 13, d_model=16, num_heads=2, num_encoder_layers=2, num_decoder_layers=2,
         d_ff=32, dropout=0.2)),
