@@ -200,33 +200,33 @@ def set_gpu_rng_seed(seed):
 def rng_fork(device=None):
     """Mark the point from which the next random draws on ``device`` can be replayed by
     ``rng_replay``: activation recomputation and blockwise attention redraw a dropout
-    mask instead of storing it. On the CPU the mark is the generator's state, so the
-    draws are exactly those of a run without replay. CuPy's generator state cannot be
-    saved ("random states cannot be serialized"), so on the GPU the draws from here on
-    come from a fresh generator seeded from the CPU one, and the seed is the mark."""
+    mask instead of storing it. The mark holds the CPU generator's state, so on the CPU
+    the draws are exactly those of a run without replay. CuPy's generator state cannot
+    be saved ("random states cannot be serialized"), so on the GPU the draws from here
+    on come from a fresh generator seeded from the CPU one; the mark holds that seed."""
     device = device or default_device()
-    if device == "cpu":
-        return rng("cpu").bit_generator.state
-    seed = int(rng("cpu").integers(2 ** 63))
-    _generators[device] = xp(device).random.default_rng(seed)
-    return seed
+    seed = None
+    if device == "gpu":
+        seed = int(rng("cpu").integers(2 ** 63))
+        _generators["gpu"] = xp("gpu").random.default_rng(seed)
+    return rng("cpu").bit_generator.state, seed
 
 
 @contextlib.contextmanager
 def rng_replay(mark, device=None):
-    """Within this block ``device``'s generator draws again what it drew after
-    ``rng_fork`` returned ``mark``; afterwards it goes on from where it was."""
+    """Within this block the generators draw again what they drew after ``rng_fork``
+    returned ``mark`` (a fork inside the block repeats too); afterwards they go on from
+    where they were."""
     device = device or default_device()
-    if device == "cpu":
-        generator = rng("cpu")
-        saved, generator.bit_generator.state = generator.bit_generator.state, mark
-        try:
-            yield
-        finally:
-            generator.bit_generator.state = saved
-        return
-    saved, _generators[device] = rng(device), xp(device).random.default_rng(mark)
+    state, seed = mark
+    cpu = rng("cpu")
+    saved_state, saved_gpu = cpu.bit_generator.state, rng("gpu") if device == "gpu" else None
+    cpu.bit_generator.state = state
+    if device == "gpu":
+        _generators["gpu"] = xp("gpu").random.default_rng(seed)
     try:
         yield
     finally:
-        _generators[device] = saved
+        cpu.bit_generator.state = saved_state
+        if device == "gpu":
+            _generators["gpu"] = saved_gpu

@@ -126,8 +126,9 @@ def test_an_overflowing_step_is_skipped_not_applied():
 
 def test_fit_checks_the_precision_options():
     model = mt.nn.Linear(2, 2)
-    fit = lambda **o: mt.fit(model, Adam(model.parameters()), [0], lambda m, b: None, 1,  # noqa: E731
-                             log_every=0, **o)
+    def fit(**options):
+        mt.fit(model, Adam(model.parameters()), [0], lambda m, b: None, 1, log_every=0,
+               **options)
     with pytest.raises(ValueError, match="precision must be 'float32' or 'float16', got 'x'"):
         fit(precision="x")
     with pytest.raises(ValueError, match="loss_scaler is for precision='float16'"):

@@ -22,9 +22,8 @@ def test_codes_scales_and_error_bound(data, rows, cols):
     codes, scale = host(quantized.codes.data), host(quantized.scale.data)
     assert codes.dtype == np.int8 and np.abs(codes).max(initial=0) <= 127
     for row, code_row, s in zip(weight, codes, scale):
-        # the largest weight of a row gets the code +-127, unless max/127 underflows (a
-        # subnormal row, as hypothesis found): then the row is coded as zeros
-        if np.abs(row).max() / 127 > 0:
+        if np.abs(row).max() / 127 > 0:  # the largest weight gets the code +-127 (unless
+            # the row is 0, or so tiny that its scale underflows: then its codes are 0)
             assert np.abs(code_row).max() == 127
             np.testing.assert_allclose(s, np.abs(row).max() / 127, rtol=1e-12)
         np.testing.assert_array_less(np.abs(code_row * s - row), s / 2 + 1e-12)

@@ -1,6 +1,7 @@
 """Activation recomputation: gradients bit-identical to the plain run on the CPU, dropout
 included (the random draws are replayed), for a function, GPT and the BERT-style encoder
-(the encoder-decoder: to rounding); the generator continues as without recomputation; no graph inside."""
+(the encoder-decoder: to rounding); the generator continues as without recomputation;
+no graph inside."""
 import numpy as np
 import pytest
 
@@ -40,6 +41,11 @@ MODELS = {
     "gpt": (lambda: mt.nn.GPT(mt.nn.GPTConfig(13, max_len=9, d_model=16, num_heads=2,
                                               num_layers=3, dropout=0.2)),
             lambda net: F.cross_entropy(net(mt.tensor(IDS[:, :-1])), IDS[:, 1:])),
+    "gpt-blockwise": (  # blockwise attention's own dropout replay, inside recompute's
+        lambda: mt.nn.GPT(mt.nn.GPTConfig(13, max_len=9, d_model=16, num_heads=2,
+                                          num_layers=2, dropout=0.2, attention="blockwise",
+                                          attention_block_size=4)),
+        lambda net: F.cross_entropy(net(mt.tensor(IDS[:, :-1])), IDS[:, 1:])),
     "transformer": (lambda: mt.nn.Transformer(mt.nn.TransformerConfig(
         13, 13, d_model=16, num_heads=2, num_encoder_layers=2, num_decoder_layers=2,
         d_ff=32, dropout=0.2)),
