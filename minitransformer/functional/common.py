@@ -40,6 +40,11 @@ def keep_mask(shape, p, dtype, device):
     return keep
 
 
+def widened(x):
+    """``x`` in float32 if it is half precision, else as it is: softmax and the losses add
+    up many exps, which lose digits in float16 and overflow past 65504 (mixed precision
+    keeps such sums in float32, as LayerNorm does)."""
+    return x.astype(backend.host.float32) if x.dtype.itemsize < 4 else x
 
 PIECE = 1 << 16
 """Elements per piece in ``in_pieces``: 256 KiB of float32, so that a chain's few
