@@ -11,11 +11,7 @@ import math
 from .. import arguments, backend
 from ..autograd import Function
 from ..ops import relu
-<<<<<<< HEAD
-from .common import floating, in_pieces, keep_mask
-=======
-from .common import floating, keep_mask, widened
->>>>>>> main
+from .common import floating, in_pieces, keep_mask, widened
 
 
 class Softmax(Function):

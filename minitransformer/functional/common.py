@@ -46,6 +46,7 @@ def widened(x):
     keeps such sums in float32, as LayerNorm does)."""
     return x.astype(backend.host.float32) if x.dtype.itemsize < 4 else x
 
+
 PIECE = 1 << 16
 """Elements per piece in ``in_pieces``: 256 KiB of float32, so that a chain's few
 temporaries stay in a core's L2 cache (2 MiB on the machine the benchmarks ran on)."""
