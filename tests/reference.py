@@ -271,8 +271,8 @@ def gpt(model, ids):
     x = weight(model.token_embedding.weight)[ids]
     if c.positions == "learned":
         x = x + weight(model.position_embedding.weight)[:length]
-    elif c.positions == "sinusoidal":
-        x = x + sinusoids(length, c.d_model).astype(np.float32)
+    elif c.positions == "sinusoidal":  # as in the Transformer: tokens scaled by sqrt(d)
+        x = x * math.sqrt(c.d_model) + sinusoids(length, c.d_model).astype(np.float32)
     bias = {"alibi": lambda: alibi(c.num_heads, length),
             "t5": lambda: t5_bias(model.relative_bias, length, False)}.get(
                 c.positions, lambda: None)()

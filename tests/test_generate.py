@@ -116,7 +116,8 @@ def test_beam_scores_count_a_finished_hypothesis_only_up_to_its_eos():
                                        eos_id=2)
     best, score = host(best), host(score)
     with mt.no_grad():
-        logp = host(mt.functional.log_softmax(model(src, best[:, :-1])).data)
+        logits = model(mt.tensor(src).data, mt.tensor(best[:, :-1]).data)
+        logp = host(mt.functional.log_softmax(logits).data)
     ended_early = 0
     for row, tokens in enumerate(best[:, 1:]):
         length = (list(tokens).index(2) + 1) if 2 in tokens else len(tokens)
