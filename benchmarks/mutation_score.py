@@ -113,7 +113,7 @@ def main():
         if args.without_torch:  # a torch that fails to import: importorskip skips
             shadow = pathlib.Path(tmp) / "no-torch" / "torch"
             shadow.mkdir(parents=True)
-            (shadow / "__init__.py").write_text("raise ImportError('hidden by --without-torch')\n")
+            (shadow / "__init__.py").write_text("raise ImportError('hidden')\n")
             env["PYTHONPATH"] = f"{shadow.parent}{os.pathsep}{copy}"
         baseline, detail = run_pytest(copy, [], env, args.timeout)
         if not baseline:

@@ -276,11 +276,12 @@ def gpt(model, ids):
     bias = {"alibi": lambda: alibi(c.num_heads, length),
             "t5": lambda: t5_bias(model.relative_bias, length, False)}.get(
                 c.positions, lambda: None)()
+    rotary_base = c.rope_base if c.positions == "rope" else None
     for block in model.blocks:
         x = encoder_layer(block, x, causal(length), norm_first=True,
                           activation_name=c.activation, num_heads=c.num_heads,
                           eps=c.layer_norm_eps, norm=c.norm, num_kv_heads=c.num_kv_heads,
-                          bias=bias, rotary_base=c.rope_base if c.positions == "rope" else None)
+                          bias=bias, rotary_base=rotary_base)
     return linear(model.lm_head, normalize(c.norm, model.final_norm, x, c.layer_norm_eps))
 
 
@@ -308,3 +309,35 @@ def encoder_classifier(model, ids, attention_mask=None, token_type_ids=None):
     """The [CLS] vector through tanh(pooler), then the classifier."""
     hidden = encoder_classifier_hidden(model, ids, attention_mask, token_type_ids)
     return linear(model.classifier, np.tanh(linear(model.pooler, hidden[:, 0])))
+
+
+def masked_lm(model, ids, attention_mask=None):
+    """BERT's MLM head: LayerNorm(GELU(dense(hidden))), then the word-embedding table
+    (V, D) as the output weight, with its own bias."""
+    bert = model.bert
+    hidden = encoder_classifier_hidden(bert, ids, attention_mask)
+    h = layer_norm(model.head.norm, activation("gelu", linear(model.head.dense, hidden)),
+                   bert.config.layer_norm_eps)
+    return h @ weight(bert.token_embedding.weight).T + weight(model.head.decoder_bias)
+
+
+def token_classifier(model, ids, attention_mask=None):
+    """One linear layer on every position's hidden state."""
+    return linear(model.classifier, encoder_classifier_hidden(model.bert, ids, attention_mask))
+
+
+def vit(model, images):
+    """ViT: patch (i, j) of p x p pixels, flattened in (channel, row, column) order, is
+    token i * (W/p) + j; project, prepend the [CLS] vector, add learned positions, a
+    pre-LN GELU encoder, and the head on [CLS]."""
+    c, p = model.config, model.config.patch_size
+    side = c.image_size // p
+    patches = np.stack([np.stack([image[:, i * p:(i + 1) * p, j * p:(j + 1) * p].reshape(-1)
+                                  for i in range(side) for j in range(side)])
+                        for image in images])
+    tokens = linear(model.patch_embedding, patches)
+    cls = np.broadcast_to(weight(model.cls_token), (len(images), 1, c.d_model))
+    x = np.concatenate([cls, tokens], axis=1) + weight(model.position_embedding.weight)
+    x = encoder(model.encoder, x, None, norm_first=True, activation_name="gelu",
+                num_heads=c.num_heads, eps=c.layer_norm_eps)
+    return linear(model.head, x[:, 0])

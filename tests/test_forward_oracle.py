@@ -233,3 +233,29 @@ def test_encoder_classifier(seed, types, explicit_mask, memory, data):
     close(model.encode(dev(ids), **device_kwargs),
           ref.encoder_classifier_hidden(model, ids, **kwargs))
     close(model(dev(ids), **device_kwargs), ref.encoder_classifier(model, ids, **kwargs))
+
+
+@settings(max_examples=6)
+@given(seed=seeds, explicit_mask=st.booleans(), data=st.data())
+def test_bert_heads(seed, explicit_mask, data):
+    bert = nn.EncoderClassifier(nn.EncoderClassifierConfig(
+        vocab_size=13, max_len=6, d_model=4, num_heads=2, num_layers=1, d_ff=6,
+        layer_norm_eps=1e-3))
+    ids = data.draw(padded_ids(13, 2, 5))
+    mask = (np.arange(5)[None] < np.array([[2], [5]])).astype(np.int64) if explicit_mask \
+        else None
+    mlm = prepared(nn.MaskedLanguageModel(bert), seed)
+    close(mlm(dev(ids), None if mask is None else dev(mask)), ref.masked_lm(mlm, ids, mask))
+    tagger = prepared(nn.TokenClassifier(bert, 3, dropout=0.1), seed)
+    close(tagger(dev(ids), None if mask is None else dev(mask)),
+          ref.token_classifier(tagger, ids, mask))
+
+
+@settings(max_examples=6)
+@given(seed=seeds, patch=st.sampled_from([2, 3]), channels=st.integers(1, 2))
+def test_vit(seed, patch, channels):
+    model = prepared(nn.ViT(nn.ViTConfig(image_size=6, patch_size=patch, channels=channels,
+                                         num_classes=3, d_model=4, num_heads=2, num_layers=2,
+                                         d_ff=6, dropout=0.1, layer_norm_eps=1e-3)), seed)
+    images = normal(seed, 2, channels, 6, 6)
+    close(model(mt.tensor(images)), ref.vit(model, images))
