@@ -259,3 +259,11 @@ def test_vit(seed, patch, channels):
                                          d_ff=6, dropout=0.1, layer_norm_eps=1e-3)), seed)
     images = normal(seed, 2, channels, 6, 6)
     close(model(mt.tensor(images)), ref.vit(model, images))
+
+
+@given(seed=seeds, n_in=st.integers(1, 6), n_out=st.integers(1, 4), bias=st.booleans())
+def test_quantized_linear(seed, n_in, n_out, bias):
+    layer = prepared(nn.Linear(n_in, n_out, bias), seed)
+    layer.weight.data[0] = 0  # a zero row keeps the scale 1
+    x = normal(seed, 2, 3, n_in)
+    close(nn.QuantizedLinear(layer)(mt.tensor(x)), ref.quantized_linear(layer, x))
