@@ -2,7 +2,8 @@
 
 Each planted bug in ``mutants.py`` (a file, an exact snippet of it, the snippet's
 replacement, what the bug is) is applied, one at a time, to a temporary copy of the
-repository -- never to the working tree -- and the CI-profile suite is run on that copy.
+repository -- never to the working tree -- and the suite is run on that copy with the CI
+profile's examples (``--hypothesis-profile=mutation``: ``ci`` without shrinking).
 A bug is *caught* when the suite fails (or errors, or hangs past the time limit); it
 *survives* when the whole suite passes. The harmless rewrites must survive: if one is
 "caught", a test depends on an implementation detail (or is flaky).
@@ -36,7 +37,9 @@ from mutants import HARMLESS, MUTANTS
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".hypothesis", "runs", "*.egg-info",
                                 ".venv", "build", "dist")
-PYTEST = ["-q", "-x", "-rf", "--hypothesis-profile=ci"]
+# The "mutation" profile is "ci" without shrinking: the same examples and verdicts, but a
+# caught bug's failing example is not minimised first.
+PYTEST = ["-q", "-x", "-rf", "--hypothesis-profile=mutation"]
 
 
 def stale(mutant):
