@@ -12,6 +12,10 @@ One optimizer step, written out::
 
 With a mean loss and equal micro-batches, k accumulated micro-batches give the same
 gradient as one batch k times as large, in the memory of a small one.
+
+With ``precision="float16"`` each micro-batch runs on float16 copies of the weights and
+backpropagates ``loss * scale``; the gradients are divided by the scale before clipping,
+and a step whose gradients overflowed is skipped (see ``precision``).
 """
 import contextlib
 import dataclasses
