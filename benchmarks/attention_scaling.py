@@ -51,7 +51,9 @@ def measure(kind, length, args):
     inputs = [mt.tensor(rng.standard_normal(shape, dtype=np.float32), requires_grad=True)
               for _ in range(3)]
     upstream = mt.tensor(rng.standard_normal(shape, dtype=np.float32))
-    run = lambda: forward_backward(kind, inputs, upstream, args.causal, args.block_size)  # noqa: E731
+
+    def run():
+        forward_backward(kind, inputs, upstream, args.causal, args.block_size)
     run()  # warm-up
     seconds = []
     for _ in range(args.repeats):

@@ -1,8 +1,8 @@
 """minitransformer: a small, readable autograd engine and every Transformer part on it.
 
 Read it in this order: arguments, backend -> autograd -> ops -> gradcheck -> recompute
--> functional -> masks
--> nn -> optim -> train, checkpoint, generate -> pretrained.
+-> functional -> masks -> nn -> optim -> precision -> train, checkpoint, generate
+-> pretrained.
 """
 from . import functional, generate, masks, nn, ops, optim, pretrained
 from .autograd import Function, Tensor, is_grad_enabled, no_grad, tensor

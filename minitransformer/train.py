@@ -12,7 +12,12 @@ One optimizer step, written out::
 
 With a mean loss and equal micro-batches, k accumulated micro-batches give the same
 gradient as one batch k times as large, in the memory of a small one.
+
+With ``precision="float16"`` each micro-batch runs on float16 copies of the weights and
+backpropagates ``loss * scale``; the gradients are divided by the scale before clipping,
+and a step whose gradients overflowed is skipped (see ``precision``).
 """
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -21,6 +26,7 @@ import time
 from .autograd import Tensor, no_grad
 from .backend import manual_seed
 from .optim import clip_grad_norm, grad_norm
+from .precision import LossScaler, half_precision
 
 
 @dataclasses.dataclass
@@ -32,6 +38,7 @@ class History:
     grad_norms: list = dataclasses.field(default_factory=list)  # before clipping; if clipping
     tokens: list = dataclasses.field(default_factory=list)
     evals: list = dataclasses.field(default_factory=list)  # (step, what eval_fn returned)
+    skipped: list = dataclasses.field(default_factory=list)  # float16: overflowed steps
 
 
 def count_tokens(batch):
@@ -45,7 +52,8 @@ def count_tokens(batch):
 
 def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=None,
         clip_norm=None, accumulate_steps=1, eval_fn=None, eval_every=None, log_every=100,
-        seed=None, count_tokens=count_tokens, callback=None):
+        seed=None, count_tokens=count_tokens, callback=None, precision="float32",
+        loss_scaler=None):
     """Train ``model`` for the optimizer steps ``start_step + 1, ..., steps``; returns a
     ``History``.
 
@@ -64,11 +72,18 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
     start_step:  the step already done, when resuming from a checkpoint.
     count_tokens: ``count_tokens(batch)`` -> tokens in the batch, for the tokens/s figure.
     callback:    ``callback(step, history)`` after each step, e.g. to save a checkpoint.
+    precision:   ``"float32"``, or ``"float16"``: mixed precision (see ``precision``).
+                 Forward and backward passes compute with float16 copies of the float32
+                 weights, the loss is multiplied by ``loss_scaler.scale`` (by default a
+                 ``LossScaler()``) and the gradients divided by it. A step whose gradients
+                 overflow is skipped, not applied: its number goes to ``history.skipped``
+                 and the scale is halved.
 
-    A loss or a gradient norm that is inf or nan stops training with a
+    A loss or (in float32) a gradient norm that is inf or nan stops training with a
     ``FloatingPointError`` naming the step, before it reaches the parameters.
     """
     _check_arguments(steps, start_step, accumulate_steps, clip_norm, eval_every)
+    scaler = _loss_scaler(model, precision, loss_scaler)
     next_batch = _batch_function(batches)
     if seed is not None:
         manual_seed(seed)
@@ -81,9 +96,12 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
             optimizer.lr = schedule(step)
         model.zero_grad()
         loss, tokens = _accumulate_gradients(model, loss_fn, next_batch, step,
-                                             accumulate_steps, count_tokens)
-        _finite_gradients(model, clip_norm, history, step, loss)
-        optimizer.step()
+                                             accumulate_steps, count_tokens, scaler)
+        if scaler is not None and not scaler.unscale_(model.parameters()):
+            history.skipped.append(step)  # an overflow: no update, a smaller scale next
+        else:
+            _finite_gradients(model, clip_norm, history, step, loss)
+            optimizer.step()
         seconds_since_log += time.perf_counter() - started
 
         history.steps.append(step)
@@ -107,10 +125,13 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
     return history
 
 
-def _accumulate_gradients(model, loss_fn, next_batch, step, accumulate_steps, count_tokens):
-    """Forward and backward over ``accumulate_steps`` micro-batches; returns the mean loss
-    and the number of tokens seen."""
+def _accumulate_gradients(model, loss_fn, next_batch, step, accumulate_steps, count_tokens,
+                          scaler):
+    """Forward and backward over ``accumulate_steps`` micro-batches (in float16 with a
+    scaled loss if there is a loss ``scaler``); returns the mean loss and the number of
+    tokens seen."""
     loss_sum, tokens = 0.0, 0
+    factor = (1.0 if scaler is None else scaler.scale) / accumulate_steps
     for micro in range(accumulate_steps):
         where = f"step {step}" + (f" (micro-batch {micro + 1} of {accumulate_steps})"
                                   if accumulate_steps > 1 else "")
@@ -119,10 +140,11 @@ def _accumulate_gradients(model, loss_fn, next_batch, step, accumulate_steps, co
         except StopIteration:
             raise RuntimeError(f"fit: the batches ran out at {where}; pass an endless "
                                "iterable (e.g. itertools.cycle) or fewer steps") from None
-        loss = loss_fn(model, batch)
-        loss_sum += _finite_loss(loss, where, step)
-        tokens += count_tokens(batch)
-        (loss / accumulate_steps if accumulate_steps > 1 else loss).backward()
+        with contextlib.nullcontext() if scaler is None else half_precision(model):
+            loss = loss_fn(model, batch)
+            loss_sum += _finite_loss(loss, where, step)
+            tokens += count_tokens(batch)
+            (loss * factor if factor != 1 else loss).backward()
     return loss_sum / accumulate_steps, tokens
 
 
@@ -172,6 +194,21 @@ def _finite_gradients(model, clip_norm, history, step, loss):
             f"finite); no parameter was changed: they are as after step {step - 1}. Look "
             "for an op whose gradient overflows (e.g. sqrt or log at 0), or lower the "
             "learning rate")
+
+
+def _loss_scaler(model, precision, loss_scaler):
+    """The loss scaler for ``precision`` (None in float32), after checking the options."""
+    if precision not in ("float32", "float16"):
+        raise ValueError(f"fit: precision must be 'float32' or 'float16', got {precision!r}")
+    if precision == "float32":
+        if loss_scaler is not None:
+            raise ValueError("fit: loss_scaler is for precision='float16'")
+        return None
+    wrong = sorted({str(p.dtype) for p in model.parameters()} - {"float32"})
+    if wrong:
+        raise TypeError(f"fit: precision='float16' keeps float32 master weights, but the "
+                        f"model has {', '.join(wrong)} parameters; model.to(dtype='float32')")
+    return LossScaler() if loss_scaler is None else loss_scaler
 
 
 def _batch_function(batches):

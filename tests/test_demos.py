@@ -25,6 +25,7 @@ import char_gpt  # noqa: E402
 import common  # noqa: E402
 import copy_task  # noqa: E402
 import date_translation  # noqa: E402
+import position_extrapolation  # noqa: E402
 from strategies import host  # noqa: E402
 
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1"]
@@ -140,6 +141,30 @@ def test_unigram_baseline_and_windows():
     assert char_gpt.unigram_cross_entropy(ids, np.array([4]), 5) == pytest.approx(np.log(25))
     chunks = char_gpt.windows(np.arange(10), 3)
     np.testing.assert_array_equal(chunks, [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]])
+
+
+def test_position_extrapolation(backend, capsys, tmp_path, monkeypatch):
+    plot = tmp_path / "plot.png"
+    flags = ["--steps", "2", "--batch-size", "4", "--context", "8", "--eval-chars", "200"]
+    metrics, out = run_demo(position_extrapolation, backend, capsys, *flags, "--plot",
+                            str(plot))
+    assert "--- positions=rope" in out and "step 2/2 | loss" in out and "4x = 32" in out
+    assert metrics["learned_2x"] is None and "n/a" in out  # no crash past its table
+    for positions in ("learned", "sinusoidal", "rope", "alibi", "t5", "none"):
+        assert 3.0 < metrics[f"{positions}_1x"] < 6.0  # untrained: about log(vocabulary)
+        assert positions == "learned" or metrics[f"{positions}_4x"] > 3.0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" or "no plot" in out
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes the import fail
+    _, out = run_demo(position_extrapolation, backend, capsys, *flags, "--positions", "none")
+    assert "no plot: matplotlib is not installed (pip install" in out
+
+
+def test_extrapolation_scores_the_same_characters_at_every_length():
+    windows = position_extrapolation.held_out_windows(np.arange(50), 3, None)
+    assert {s: w.shape for s, w in windows.items()} == {1: (16, 4), 2: (8, 7), 4: (4, 13)}
+    for w in windows.values():
+        np.testing.assert_array_equal(w[:, 1:].ravel(), np.arange(1, 49))  # the targets
+        np.testing.assert_array_equal(np.diff(w, axis=1), 1)  # consecutive characters
 
 
 def test_brackets(backend, capsys):

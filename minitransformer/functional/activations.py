@@ -11,7 +11,7 @@ import math
 from .. import arguments, backend
 from ..autograd import Function
 from ..ops import relu
-from .common import floating, keep_mask
+from .common import floating, keep_mask, widened
 
 
 class Softmax(Function):
@@ -19,12 +19,12 @@ class Softmax(Function):
     From dy_i = y_i (dx_i - sum_j y_j dx_j):  dx = y (g - sum(g y))."""
     def forward(self, x, axis):
         self.axis = axis
-        y = self.xp.array(x)  # a fresh array, also for 0-d x (where x - max is a scalar)
-        y -= x.max(axis=axis, keepdims=True)  # shifting by the max keeps exp finite
+        y = self.xp.array(widened(x))  # fresh, also for 0-d x (where x - max is a scalar)
+        y -= y.max(axis=axis, keepdims=True)  # shifting by the max keeps exp finite
         self.xp.exp(y, out=y)
         y /= y.sum(axis=axis, keepdims=True)
         self.y = y
-        return y
+        return y.astype(x.dtype, copy=False)
 
     def backward(self, grad):
         return (grad - (grad * self.y).sum(axis=self.axis, keepdims=True)) * self.y
@@ -35,12 +35,12 @@ class LogSoftmax(Function):
     From dy_i = dx_i - sum_j softmax_j dx_j:  dx = g - softmax sum(g)."""
     def forward(self, x, axis):
         self.axis = axis
-        y = x - x.max(axis=axis, keepdims=True)
+        y = widened(x) - x.max(axis=axis, keepdims=True)
         self.softmax = self.xp.exp(y)  # kept, so that backward needs no second exp
         total = self.softmax.sum(axis=axis, keepdims=True)
         self.softmax /= total
         y -= self.xp.log(total)
-        return y
+        return y.astype(x.dtype, copy=False)
 
     def backward(self, grad):
         gx = self.softmax * -grad.sum(axis=self.axis, keepdims=True)

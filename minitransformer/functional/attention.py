@@ -5,7 +5,7 @@ import math
 from .. import backend
 from ..autograd import Function, Tensor
 from ..ops.arithmetic import unbroadcast
-from .common import array_like, floating, keep_mask
+from .common import array_like, floating, keep_mask, widened
 
 
 class ScaledDotProductAttention(Function):
@@ -19,7 +19,7 @@ class ScaledDotProductAttention(Function):
         xp = self.xp
         self.scale = 1 / math.sqrt(q.shape[-1])
         self.q_scaled = q * self.scale  # cheaper than scaling the (Lq, Lk) scores
-        scores = self.q_scaled @ k.swapaxes(-1, -2)
+        scores = widened(self.q_scaled @ k.swapaxes(-1, -2))  # float16: softmax in float32
         if bias is not None:
             scores += bias
             self.bias_shape = bias.shape
@@ -38,9 +38,10 @@ class ScaledDotProductAttention(Function):
             self.keep = keep_mask(probs.shape, dropout_p, probs.dtype, backend.device_of(q))
         self.k, self.v, self.probs = k, v, probs
         self.out = (probs if self.keep is None else probs * self.keep) @ v
-        return self.out
+        return self.out.astype(q.dtype, copy=False)
 
     def backward(self, grad):
+        grad = grad.astype(self.out.dtype, copy=False)
         needs_q, needs_k, needs_v, needs_bias = (self.needs_input_grad + [False])[:4]
         k, v, probs, keep = self.k, self.v, self.probs, self.keep
         gv = None

@@ -42,7 +42,7 @@ from .. import arguments, backend
 from ..autograd import Function
 from ..ops.arithmetic import unbroadcast
 from .attention import check_attention_arguments
-from .common import keep_mask
+from .common import keep_mask, widened
 
 
 def _tiles(lq, lk, block, causal):
@@ -64,13 +64,14 @@ class BlockwiseAttention(Function):
     v (..., Lk, Dv), bias broadcastable to (..., Lq, Lk) -> (..., Lq, Dv)."""
     def forward(self, q, k, v, bias=None, *, mask, causal, dropout_p, block):
         xp = self.xp
-        batch = xp.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        batch = backend.host.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         lq, lk = q.shape[-2], k.shape[-2]
         self.shapes = q.shape, k.shape, v.shape
         self.scale = 1 / math.sqrt(q.shape[-1])
-        q = xp.broadcast_to(q * self.scale, batch + q.shape[-2:])
-        k = xp.broadcast_to(k, batch + k.shape[-2:])
-        v = xp.broadcast_to(v, batch + v.shape[-2:])
+        self.dtype = q.dtype  # float16 inputs are computed in float32, like the softmax
+        q = xp.broadcast_to(widened(q) * self.scale, batch + q.shape[-2:])
+        k = xp.broadcast_to(widened(k), batch + k.shape[-2:])
+        v = xp.broadcast_to(widened(v), batch + v.shape[-2:])
         if mask is not None:
             mask = xp.broadcast_to(mask, batch + (lq, lk))
         self.bias = bias
@@ -91,12 +92,12 @@ class BlockwiseAttention(Function):
                 p *= keep_mask(p.shape, dropout_p, p.dtype, backend.device_of(p))
             out[..., rows, :] = alpha * out[..., rows, :] + p @ v[..., cols, :]
             top[..., rows, :] = new_top
-        empty = total == 0
-        out /= xp.where(empty, 1, total)
-        with_keys = xp.where(empty, 1, total)
-        self.lse = xp.where(empty, xp.inf, top + xp.log(with_keys))
+        empty = total == 0  # rows that may attend to nothing: output 0, lse +inf
+        total[empty] = 1
+        out /= total
+        self.lse = xp.where(empty, xp.inf, top + xp.log(total))
         self.q, self.k, self.v, self.out = q, k, v, out
-        return out
+        return out.astype(self.dtype, copy=False)
 
     def _scores(self, q, k, rows, cols, diagonal):
         """One tile of scores s q k^T + bias, -inf where masked: (..., rows, cols)."""
@@ -116,6 +117,7 @@ class BlockwiseAttention(Function):
     def backward(self, grad):
         xp = self.xp
         q, k, v, out = self.q, self.k, self.v, self.out
+        grad = grad.astype(out.dtype, copy=False)
         needs = self.needs_input_grad
         gq, gk, gv = xp.zeros(q.shape, q.dtype), xp.zeros(k.shape, k.dtype), xp.zeros(
             v.shape, v.dtype)
@@ -161,7 +163,8 @@ def blockwise_attention(q, k, v, mask=None, bias=None, causal=False, dropout_p=0
     ``causal``: query r attends to keys up to r + Lk - Lq (queries aligned to the end of
     the keys); tiles entirely above that diagonal are skipped, not computed.
     Dropout with ``dropout_p`` acts on the weights while ``training``; the backward pass
-    redraws each tile's mask (``backend.rng_replay``). No weights are returned: they never exist whole.
+    redraws each tile's mask (``backend.rng_replay``). No weights are returned: they
+    never exist whole.
     """
     name = "blockwise_attention"
     block_size = arguments.positive_integer(name, "block_size", block_size)

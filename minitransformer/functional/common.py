@@ -38,3 +38,10 @@ def keep_mask(shape, p, dtype, device):
     keep = (draw >= p).astype(dtype)
     keep *= 1 / (1 - p)
     return keep
+
+
+def widened(x):
+    """``x`` in float32 if it is half precision, else as it is: softmax and the losses add
+    up many exps, which lose digits in float16 and overflow past 65504 (mixed precision
+    keeps such sums in float32, as LayerNorm does)."""
+    return x.astype(backend.host.float32) if x.dtype.itemsize < 4 else x

@@ -2,7 +2,7 @@
 log-likelihood, against class ids or probability targets) and the distillation loss
 of Hinton et al. (2015), a temperature-softened KL divergence from teacher to student."""
 from ..autograd import Function
-from .common import array_like, floating, indices
+from .common import array_like, floating, indices, widened
 
 
 class CrossEntropy(Function):
@@ -14,7 +14,7 @@ class CrossEntropy(Function):
         xp = self.xp
         self.shape, self.targets, self.counted = logits.shape, targets, counted
         self.smoothing = smoothing
-        z = logits.reshape(-1, logits.shape[-1])
+        z = widened(logits.reshape(-1, logits.shape[-1]))  # float32 sums for float16 logits
         if counted is not None:  # ignored rows must not matter, even if inf or NaN
             z = xp.where(counted[:, None], z, z.dtype.type(0))
         self.rows = xp.arange(z.shape[0])
@@ -30,7 +30,7 @@ class CrossEntropy(Function):
         if counted is not None:
             self.count = int(counted.sum())
             losses *= counted
-        return xp.asarray(losses.sum() / max(self.count, 1), dtype=logits.dtype)
+        return xp.asarray(losses.sum() / max(self.count, 1), dtype=z.dtype)
 
     def backward(self, grad):
         # Backward runs once per graph (the engine frees it), so exps may be overwritten.

@@ -217,8 +217,9 @@ class GPT(Module):
 
     Each block is a pre-LN ``EncoderLayer`` under a causal mask; a final norm and a
     bias-free output layer (tied to the token embedding) follow. Embeddings start as
-    N(0, 0.02²), as in GPT-2. For generation, make ``cache = new_cache()`` and pass only
-    the new tokens at each step; positions continue from ``len(cache)``.
+    N(0, 0.02²), as in GPT-2 (with sinusoids: N(0, 1/d_model), scaled by sqrt(d_model)).
+    For generation, make ``cache = new_cache()`` and pass only the new tokens at each
+    step; positions continue from ``len(cache)``.
 
     ``positions``: added to the embeddings ("learned", at most ``max_len`` of them;
     "sinusoidal"), rotating queries and keys ("rope"), biasing the attention scores
@@ -233,7 +234,11 @@ class GPT(Module):
         c = self.config = config
         _check_choice("GPT", "positions", c.positions, GPT_POSITIONS)
         d_ff = c.d_ff or 4 * c.d_model
-        self.token_embedding = Embedding(c.vocab_size, c.d_model, std=0.02)
+        # Sinusoids have unit scale: as in Transformer, tokens are N(0, 1/d) scaled by
+        # sqrt(d), or the fixed positions would drown them.
+        self.token_scale = math.sqrt(c.d_model) if c.positions == "sinusoidal" else 1.0
+        std = 0.02 if self.token_scale == 1 else 1 / self.token_scale
+        self.token_embedding = Embedding(c.vocab_size, c.d_model, std=std)
         self.position_embedding = None  # for the schemes that act inside attention
         if c.positions == "learned":
             self.position_embedding = LearnedPositionalEmbedding(c.max_len, c.d_model)
@@ -265,6 +270,8 @@ class GPT(Module):
                              f"max_len={c.max_len}; crop the context to the last "
                              f"{c.max_len} tokens")
         x = self.token_embedding(ids)
+        if self.token_scale != 1:
+            x = x * self.token_scale
         if self.position_embedding is not None:
             x = self.position_embedding(x, start=past)
         x = self.dropout(x)

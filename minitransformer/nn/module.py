@@ -149,5 +149,8 @@ class ModuleList(Module):
     def __getitem__(self, i):
         return self._items[i]
 
+    def __setitem__(self, i, module):
+        self._items[i] = module
+
     def append(self, module):
         self._items.append(module)

