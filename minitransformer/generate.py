@@ -96,6 +96,15 @@ def greedy(model, tokens, max_new_tokens, src=None, eos_id=None, use_cache=True)
                    choose=None)
 
 
+def _check_sampling(owner, temperature, top_k, top_p):
+    temperature = arguments.positive_number(owner, "temperature", temperature)
+    if top_k is not None:
+        top_k = arguments.positive_integer(owner, "top_k", top_k)
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"{owner}: top_p must be in (0, 1], got {top_p}")
+    return temperature, top_k, top_p
+
+
 def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     """The distribution ``sample`` draws from: logits (B, V) -> probabilities (B, V).
 
@@ -103,6 +112,8 @@ def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     to the nucleus (Holtzman et al., 2020): the most likely tokens whose probabilities,
     added in decreasing order, first reach ``top_p`` (tokens tied with the last one are
     kept too); renormalised. Zero elsewhere."""
+    temperature, top_k, top_p = _check_sampling("sampling_distribution", temperature,
+                                                top_k, top_p)
     xp = backend.get_array_module(logits)
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
@@ -124,11 +135,7 @@ def sample(model, tokens, max_new_tokens, temperature=1.0, top_k=None, src=None,
            eos_id=None, use_cache=True, top_p=None):
     """Like ``greedy``, but draw each token from ``sampling_distribution(logits,
     temperature, top_k, top_p)``. Seed with ``mt.manual_seed``."""
-    temperature = arguments.positive_number("sample", "temperature", temperature)
-    if top_k is not None:
-        top_k = arguments.positive_integer("sample", "top_k", top_k)
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"sample: top_p must be in (0, 1], got {top_p}")
+    temperature, top_k, top_p = _check_sampling("sample", temperature, top_k, top_p)
 
     def choose(logits, xp):
         probs = sampling_distribution(logits, temperature, top_k, top_p)
