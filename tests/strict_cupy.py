@@ -109,7 +109,9 @@ def _index(key):
     to the device, so they are allowed here, unlike in arithmetic."""
     if isinstance(key, tuple):
         return tuple(_index(k) for k in key)
-    return key if isinstance(key, (numpy.ndarray, list)) else _unwrap(key)
+    if isinstance(key, list):  # an empty list indexes nothing, as integers
+        return numpy.asarray(key) if key else numpy.zeros(0, numpy.intp)
+    return key if isinstance(key, numpy.ndarray) else _unwrap(key)
 
 
 def _wrap_out_of_range(array, key):
@@ -315,5 +317,7 @@ class Generator:
 
 random = types.SimpleNamespace(default_rng=Generator, Generator=Generator)
 
-# A GPU is always "present"; see strict_cupy_test.py for the self-test.
-cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+# One GPU is always "present", and it has always finished its work.
+cuda = types.SimpleNamespace(
+    runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+    Device=lambda device_id=0: types.SimpleNamespace(synchronize=lambda: None))
