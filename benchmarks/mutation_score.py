@@ -27,6 +27,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,8 @@ def main():
     parser.add_argument("--check", action="store_true",
                         help="only check that every snippet still matches")
     args = parser.parse_args()
+    # A kill ends the run like Ctrl-C: the pytest child is stopped, the copy removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
 
     planted = [(m, False) for m in MUTANTS] + [(m, True) for m in HARMLESS]
     if args.only:
