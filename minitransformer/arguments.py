@@ -39,6 +39,15 @@ def positive_number(owner, name, value):
     return float(value)
 
 
+def dropout_probability(owner, name, value):
+    """``value`` as a float in [0, 1): 1 would drop everything and scale by 1 / 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a number in [0, 1), got {value!r}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value}")
+    return float(value)
+
+
 def axes(owner, axis, ndim):
     """``axis`` (None = all, an int, or a tuple of ints) as a sorted tuple of
     non-negative axes of an ``ndim``-dimensional array; a 0-d array has none to reduce."""

@@ -213,8 +213,7 @@ class Dropout(Function):
 def dropout(x, p, training):
     """Zero each element with probability ``p`` and scale the rest by 1 / (1 - p) while
     ``training``; otherwise, or when p == 0, return ``x`` itself."""
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    p = arguments.dropout_probability("dropout", "p", p)
     if not training or p == 0:
         return x
     return Dropout.apply(x, p=p)

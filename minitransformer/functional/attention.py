@@ -2,7 +2,7 @@
 grouped-query heads."""
 import math
 
-from .. import backend
+from .. import arguments, backend
 from ..autograd import Function, Tensor
 from ..ops.arithmetic import unbroadcast
 from .common import array_like, floating, keep_mask, widened
@@ -125,8 +125,7 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
     except ValueError:
         raise ValueError(f"{name}: the leading dims of q {q.shape}, k {k.shape} and "
                          f"v {v.shape} do not broadcast") from None
-    if not 0 <= dropout_p < 1:
-        raise ValueError(f"{name}: dropout_p must be in [0, 1), got {dropout_p}")
+    arguments.dropout_probability(name, "dropout_p", dropout_p)
     scores = batch + (q.shape[-2], k.shape[-2])
     if mask is not None:
         mask = array_like(mask, q)

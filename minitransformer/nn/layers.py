@@ -144,9 +144,7 @@ class Dropout(Module):
     1/(1-p) (inverted dropout); the identity in eval mode."""
 
     def __init__(self, p=0.1):
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = p
+        self.p = arguments.dropout_probability("Dropout", "p", p)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
