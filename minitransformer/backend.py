@@ -6,8 +6,15 @@ tensor for its array module (``tensor.xp``) or asks this module for the current 
 Chainer's and DeZero's ``get_array_module``.
 
 Devices are named ``"cpu"`` (NumPy arrays) and ``"gpu"`` (CuPy arrays).
+
+For tests only: the environment variable ``MINITRANSFORMER_CUPY_MODULE`` names a module to
+import in place of ``cupy`` (the test suite sets it to ``strict_cupy``, a strict CPU
+stand-in in ``tests/``), so the GPU code paths run on every CI machine, subprocesses and
+the demos' ``--backend cupy`` included.
 """
 import contextlib
+import importlib
+import os
 
 import numpy
 
@@ -31,7 +38,7 @@ def _load_cupy():
     if _cupy is not None:
         return _cupy
     try:
-        import cupy
+        cupy = importlib.import_module(os.environ.get("MINITRANSFORMER_CUPY_MODULE", "cupy"))
     except ImportError as exc:
         raise DeviceError(
             "backend 'cupy' needs CuPy, which is not installed; "
@@ -42,8 +49,35 @@ def _load_cupy():
         raise DeviceError(f"backend 'cupy': no usable CUDA GPU ({exc})") from exc
     if count == 0:
         raise DeviceError("backend 'cupy': CuPy is installed but no CUDA GPU was found")
+    _check_gpu_works(cupy)
     _cupy = cupy
     return cupy
+
+
+def _check_gpu_works(cupy):
+    """Run one elementwise kernel (compiled by NVRTC), one matmul (cuBLAS) and one random
+    draw (cuRAND), so that an install without the CUDA libraries fails here, as one clear
+    error, instead of deep inside the first layer."""
+    try:
+        a = cupy.arange(6, dtype=cupy.float32).reshape(2, 3)
+        corner = float(((2 * a + 1) @ a.T)[0, 0])  # [1, 3, 5] . [0, 1, 2]
+        draw = cupy.random.default_rng(0).random(3, dtype=cupy.float32)
+        works = corner == 13.0 and bool(((0 <= draw) & (draw < 1)).all())
+    except Exception as exc:
+        raise DeviceError(
+            f"backend 'cupy': CuPy is installed but cannot compute on the GPU "
+            f"({type(exc).__name__}: {exc}); CuPy 14 needs the CUDA libraries: "
+            "pip install 'minitransformer[gpu]' (CUDA 12) or "
+            "'minitransformer[gpu-cuda13]' (CUDA 13)") from exc
+    if not works:
+        raise DeviceError("backend 'cupy': a test computation on the GPU gave a wrong result")
+
+
+def synchronize():
+    """Wait until the GPU has finished the work queued so far (CuPy runs asynchronously),
+    so that a timer measures the work itself; nothing to wait for on the CPU."""
+    if _current == "cupy":
+        _cupy.cuda.Device().synchronize()
 
 
 def gpu_available():
@@ -125,25 +159,24 @@ def to_numpy(array):
     return numpy.array(array, copy=True)
 
 
+_seeds = {"cpu": 0, "gpu": 0}
 _generators = {}
 
 
 def rng(device=None):
     """The random generator of ``device`` (a ``numpy.random.Generator`` on the CPU,
-    ``cupy.random.Generator`` on the GPU): used for initialisation, dropout and sampling,
-    and reseeded by ``manual_seed``."""
+    ``cupy.random.Generator`` on the GPU): used for initialisation, dropout and sampling.
+    Each is created on first use from the last ``manual_seed`` (0 if none)."""
     device = check_device(device)
     if device not in _generators:
-        _generators[device] = xp(device).random.default_rng(0)
+        _generators[device] = xp(device).random.default_rng(_seeds[device])
     return _generators[device]
 
 
 def manual_seed(seed):
-    """Seed the random generators of every device, for reproducible runs."""
+    """Seed the random generators of every device, those created later included."""
+    _seeds.update(cpu=seed, gpu=seed)
     _generators.clear()
-    _generators["cpu"] = numpy.random.default_rng(seed)
-    if _cupy is not None:
-        _generators["gpu"] = _cupy.random.default_rng(seed)
 
 
 def get_rng_state():
@@ -154,6 +187,21 @@ def get_rng_state():
 def set_rng_state(state):
     rng("cpu").bit_generator.state = state
 
+
+def reseed_gpu_rng():
+    """For a checkpoint: CuPy cannot export its generator's state, so a GPU generator in
+    use is replaced by a fresh one seeded from a draw of the old one, and that seed is
+    returned for the checkpoint to keep. The saving run and every run resumed with
+    ``set_gpu_rng_seed`` then draw the same GPU numbers."""
+    if "gpu" in _generators:
+        _seeds["gpu"] = int(_generators.pop("gpu").integers(0, 2**62))
+    return _seeds["gpu"]
+
+
+def set_gpu_rng_seed(seed):
+    """The GPU generator starts anew from ``seed`` (see ``reseed_gpu_rng``)."""
+    _seeds["gpu"] = seed
+    _generators.pop("gpu", None)
 
 
 def rng_fork(device=None):

@@ -8,8 +8,9 @@ used):
     optim/<index>/<state name>     each optimizer state array, e.g. ``optim/3/exp_avg``
     meta                           UTF-8 JSON as a uint8 array: step, config, extra, the
                                    model's own config, optimizer options and step counts,
-                                   and the CPU random generator's state, so dropout
-                                   continues identically
+                                   the CPU random generator's state and the GPU one's
+                                   seed (see ``backend.reseed_gpu_rng``), so dropout
+                                   and sampling continue identically on either device
 
 It is written to a hidden temporary file next to ``path`` and then renamed over it, so
 a crash mid-save leaves the previous checkpoint intact.
@@ -46,7 +47,8 @@ def save_checkpoint(path, model, optimizer=None, step=0, config=None, extra=None
     arrays = {f"model/{name}": value for name, value in model.state_dict().items()}
     meta = {"format": FORMAT, "version": VERSION, "step": int(step), "config": config,
             "extra": extra, "model_config": _model_config(model),
-            "rng_state": backend.get_rng_state(), "optimizer": None}
+            "rng_state": backend.get_rng_state(), "gpu_rng_seed": backend.reseed_gpu_rng(),
+            "optimizer": None}
     if optimizer is not None:
         meta["optimizer"] = _split_optimizer_state(optimizer, arrays)
     try:
@@ -106,6 +108,8 @@ def load_checkpoint(path, model, optimizer=None, strict_config=True):
     model.load_state_dict({key[len("model/"):]: value for key, value in arrays.items()
                            if key.startswith("model/")})
     backend.set_rng_state(meta["rng_state"])
+    if meta.get("gpu_rng_seed") is not None:  # absent from older checkpoints
+        backend.set_gpu_rng_seed(meta["gpu_rng_seed"])
     return {"step": meta["step"], "config": meta["config"], "extra": meta["extra"]}
 
 
@@ -187,6 +191,9 @@ def _check_meta(meta):
     _require(meta.get("model_config") is None or isinstance(meta["model_config"], dict),
              "model_config", "an object or null", meta.get("model_config"))
     _check_rng_state(meta["rng_state"])
+    seed = meta.get("gpu_rng_seed")
+    _require(seed is None or _is_int(seed) and 0 <= seed < 2**63, "gpu_rng_seed",
+             "null or an integer in [0, 2**63)", seed)
     saved = meta["optimizer"]
     if saved is None:
         return

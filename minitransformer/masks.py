@@ -97,6 +97,13 @@ def combine_masks(*masks):
         arrays.append(m)
     if not arrays:
         return None
+    devices = [backend.device_of(m) for m in arrays]
+    if len(set(devices)) > 1:
+        other = next(d for d in devices if d != devices[0])
+        raise backend.DeviceError(
+            f"combine_masks: masks are on {devices[0]!r} and on {other!r}; make them on one "
+            f"device, e.g. padding_mask(mt.tensor(ids, device={devices[0]!r}), pad_id), or "
+            f"move one with mt.tensor(mask, device={devices[0]!r})")
     try:
         backend.host.broadcast_shapes(*(m.shape for m in arrays))
     except ValueError:

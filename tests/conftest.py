@@ -6,6 +6,7 @@ Profiles (pick one with ``pytest --hypothesis-profile=NAME``):
   thorough  many examples, for a long local run before a release
 """
 import os
+import pathlib
 
 # One BLAS thread: the tests' matrices are tiny, and on a busy 2-core machine competing
 # BLAS threads make each matmul many times slower. Set before NumPy is first imported.
@@ -26,11 +27,46 @@ settings.register_profile("thorough", max_examples=400, deadline=None,
 settings.load_profile("dev")
 
 
-@pytest.fixture(params=["numpy", "cupy"], autouse=True, scope="session")
+TESTS = pathlib.Path(__file__).parent
+
+
+def _use_cupy_module(name):
+    """Make ``backend`` import ``name`` as CuPy from now on (None: the real ``cupy``),
+    in this process and in the subprocesses that tests start."""
+    if name is None:
+        os.environ.pop("MINITRANSFORMER_CUPY_MODULE", None)
+    else:
+        os.environ["MINITRANSFORMER_CUPY_MODULE"] = name
+        paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if str(TESTS) not in paths:
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS)] + [p for p in paths if p])
+    mt.backend._cupy = None  # forget the module loaded so far, and its generator
+    mt.backend._generators.pop("gpu", None)
+
+
+# backend name for mt.set_backend, module to import as cupy (None: the real one)
+_BACKENDS = {"numpy": ("numpy", None), "cupy-standin": ("cupy", "strict_cupy"),
+             "cupy": ("cupy", None)}
+
+
+@pytest.fixture(params=list(_BACKENDS), autouse=True, scope="session")
 def backend(request):
-    """Every test runs once per backend; the CuPy run is skipped without a GPU."""
-    if request.param == "cupy" and not mt.gpu_available():
+    """Every test runs on NumPy, on the strict CuPy stand-in (tests/strict_cupy.py) and,
+    when a GPU is there, on real CuPy. The fixture's value is the backend name, "numpy"
+    or "cupy", whichever CuPy it is."""
+    name, cupy_module = _BACKENDS[request.param]
+    _use_cupy_module(cupy_module)
+    if name == "cupy" and not mt.gpu_available():
         pytest.skip("CuPy with a CUDA GPU is not available")
-    mt.set_backend(request.param)
-    yield request.param
+    mt.set_backend(name)
+    yield name
     mt.set_backend("numpy")
+    _use_cupy_module(None)
+
+
+@pytest.fixture(autouse=True)
+def _backend_for_each_test(backend):
+    """Select the session's backend again before every test: a demo's main() switches to
+    its --backend (NumPy by default) and would otherwise leave the rest of the session
+    on NumPy."""
+    mt.set_backend(backend)

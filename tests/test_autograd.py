@@ -184,6 +184,32 @@ def test_mixing_devices_names_both(backend):
     assert moved.device == "cpu"
 
 
+def test_mixing_devices_in_masks_names_both(backend):
+    if backend != "cupy":
+        pytest.skip("needs a GPU")
+    host_mask, gpu_mask = np.ones((1, 1, 2, 2), bool), mt.masks.causal_mask(2)
+    both = "'cpu'.*'gpu'|'gpu'.*'cpu'"
+    with pytest.raises(mt.DeviceError, match=f"combine_masks: masks are on ({both})"):
+        mt.masks.combine_masks(gpu_mask, host_mask)
+    scores = mt.tensor(np.zeros((1, 1, 2, 2), np.float32))
+    with pytest.raises(mt.DeviceError, match=f"masked_fill: mask is on ({both})"):
+        scores.masked_fill(host_mask, -1.0)
+    with pytest.raises(mt.DeviceError, match=f"where: condition is on ({both})"):
+        mt.where(host_mask, scores, 0.0)
+    assert scores.masked_fill(gpu_mask, -1.0).numpy()[0, 0, 0].tolist() == [-1.0, 0.0]
+
+
+def test_manual_seed_seeds_generators_created_later():
+    """Each device's generator is made on first use from the last manual_seed: seeding
+    before CuPy is first loaded still decides the GPU draws."""
+    draws = {}
+    for seed in (5, 6, 5):
+        mt.manual_seed(seed)
+        draws.setdefault(seed, []).append(host(mt.backend.rng().random(4)))
+    np.testing.assert_array_equal(draws[5][0], draws[5][1])
+    assert not np.array_equal(draws[5][0], draws[6][0])
+
+
 def test_to_device_is_differentiable():
     x = leaf([1.0, 2.0])
     y = (x.to("cpu") * 3).sum()

@@ -91,7 +91,7 @@ def test_blockwise_errors_name_the_argument():
 def test_models_with_blockwise_attention_match_plain(model):
     """The same weights give the same logits and gradients with either attention, and
     incremental decoding with a KV cache (Lq = 1 over all cached keys) works too."""
-    ids = np.random.default_rng(0).integers(1, 11, (2, 7))
+    ids = mt.tensor(np.random.default_rng(0).integers(1, 11, (2, 7)))
     results = []
     for attention in ("plain", "blockwise"):
         mt.manual_seed(0)

@@ -141,12 +141,10 @@ def test_the_file_is_a_plain_npz_without_pickle(tmp_path):
     assert os.listdir(tmp_path) == ["run.npz"]  # the temporary file is gone
 
 
-def test_resume_continues_exactly(tmp_path, backend):
+def test_resume_continues_exactly(tmp_path):
     """Train 8 steps with dropout, Adam and a schedule, saving at step 4; a fresh model and
-    optimizer loaded from that checkpoint reproduce steps 5-8 exactly."""
-    if backend == "cupy":
-        pytest.skip("dropout draws from the GPU generator, whose state checkpoints do not "
-                    "hold (backend.get_rng_state covers the CPU generator)")
+    optimizer loaded from that checkpoint reproduce steps 5-8 exactly (on the GPU too,
+    where dropout draws from the GPU generator)."""
     path = tmp_path / "step4.npz"
     options = dict(schedule=lambda step: warmup_cosine(step, 0.05, warmup=2, total=8),
                    clip_norm=1.0, log_every=0)
@@ -271,6 +269,8 @@ HOSTILE_META = {  # name: what replaces the meta entry, or changes to it
     "rng_state empty": dict(rng_state={"x": 1}),
     "rng_state of another generator": dict(rng_state={"bit_generator": "MT19937"}),
     "rng_state garbage": dict(rng_state={"state": {"state": "x", "inc": []}}),
+    "gpu_rng_seed a string": dict(gpu_rng_seed="7"),
+    "gpu_rng_seed negative": dict(gpu_rng_seed=-1),
     "optimizer a list": dict(optimizer=[1]),
     "optimizer type a number": dict(optimizer={"type": 3}),
     "param_groups not dicts": dict(optimizer={"param_groups": [1]}),

@@ -73,7 +73,7 @@ def test_beam_of_one_is_greedy():
 def sequence_log_prob(model, prompt, continuation):
     tokens = np.concatenate([prompt, continuation])[None]
     with mt.no_grad():
-        logp = host(mt.functional.log_softmax(model(tokens)).data)[0]
+        logp = host(mt.functional.log_softmax(model(mt.tensor(tokens))).data)[0]
     n = len(prompt)
     return sum(logp[n - 1 + i, t] for i, t in enumerate(continuation))
 
@@ -108,7 +108,7 @@ def test_sampling_is_seeded_and_respects_top_k():
     np.testing.assert_array_equal(first, again)
     with mt.no_grad():
         model.eval()
-        top2 = set(np.argsort(host(model(prompt[:1]).data)[0, -1])[-2:])
+        top2 = set(np.argsort(host(model(mt.tensor(prompt[:1])).data)[0, -1])[-2:])
     assert set(first[:, 1]) <= top2 and len(set(first[:, 1])) == 2
     greedy = host(generate.greedy(model, prompt[:2], 3))
     np.testing.assert_array_equal(host(generate.sample(model, prompt[:2], 3, top_k=1)), greedy)
@@ -141,7 +141,7 @@ def test_sampling_follows_the_distribution(options):
     mt.manual_seed(0)
     drawn = host(generate.sample(model, prompt, 1, **options))[:, 1]
     with mt.no_grad():
-        logits = model(prompt[:1]).data[:, -1].astype(np.float64)
+        logits = model(mt.tensor(prompt[:1])).data[:, -1].astype(np.float64)
     expected = host(generate.sampling_distribution(logits, **options))[0]
     observed = np.bincount(drawn, minlength=6) / len(drawn)
     assert (observed[expected == 0] == 0).all()

@@ -42,7 +42,7 @@ def test_requires_grad_needs_a_real_floating_dtype(make):
 
 def test_grad_has_the_dtype_of_its_tensor():
     x = mt.tensor([1.0, 2.0], requires_grad=True)  # float32
-    (x * np.array([3.0, 4.0])).sum().backward()     # times a float64 array
+    (x * mt.tensor(np.array([3.0, 4.0]))).sum().backward()  # times a float64 tensor
     assert x.grad.dtype == np.float32
     np.testing.assert_allclose(host(x.grad), [3.0, 4.0])
 

@@ -62,8 +62,8 @@ def test_causal_mask_errors():
 @given(ids=hnp.arrays(np.int64, (2, 4), elements=st.integers(0, 2)),
        extra=hnp.arrays(bool, st.sampled_from([(4,), (1, 4, 4), (2, 1, 4, 1)])))
 def test_combine_masks_is_a_broadcast_and_skipping_none(ids, extra):
-    pad, causal = padding_mask(ids, 0), causal_mask(4)
-    combined = combine_masks(None, pad, causal, None, extra)
+    pad, causal = padding_mask(mt.tensor(ids), 0), causal_mask(4)
+    combined = combine_masks(None, pad, causal, None, mt.tensor(extra).data)
     expected = host(pad) & host(causal) & extra
     np.testing.assert_array_equal(host(combined), expected)
     np.testing.assert_array_equal(host(combine_masks(pad)), host(pad))
@@ -82,7 +82,7 @@ def test_padded_keys_cannot_influence_outputs():
     rng = np.random.default_rng(0)
     ids = np.array([[5, 6, 7, 0, 0], [5, 6, 0, 0, 0]])
     q, k, v = (rng.standard_normal((2, 2, 5, 3)) for _ in range(3))
-    mask = combine_masks(padding_mask(ids, 0), causal_mask(5))
+    mask = combine_masks(padding_mask(mt.tensor(ids), 0), causal_mask(5))
     out, weights = F.scaled_dot_product_attention(mt.tensor(q), mt.tensor(k), mt.tensor(v),
                                                   mask=mask)
     assert (weights.numpy()[0, :, :, 3:] == 0).all() and (weights.numpy()[1, :, :, 2:] == 0).all()

@@ -102,8 +102,8 @@ def test_layer_norm(seed, shape):
         np.testing.assert_allclose(out.mean(-1), 0, atol=1e-12)
         variance = x.numpy().var(-1)  # eps keeps the output's variance just under 1
         np.testing.assert_allclose(out.var(-1), variance / (variance + norm.eps), rtol=1e-9)
-    norm.weight.data[:] = normal(seed + 1, shape[-1])  # non-trivial scale and shift
-    norm.bias.data[:] = normal(seed + 2, shape[-1])
+    norm.weight.data[:] = mt.tensor(normal(seed + 1, shape[-1])).data  # non-trivial
+    norm.bias.data[:] = mt.tensor(normal(seed + 2, shape[-1])).data  # scale and shift
     check_grads(lambda x, *_: norm(x), [x], norm)
 
 
@@ -397,7 +397,7 @@ def test_walking_modules_and_training_leave_no_reference_cycles():
     model = mt.nn.GPT(mt.nn.GPTConfig(vocab_size=7, max_len=6, d_model=8, num_heads=2,
                                       num_layers=2, dropout=0.1))
     optimizer = mt.optim.AdamW(model.parameters(), lr=1e-3)
-    tokens = np.arange(10).reshape(2, 5) % 7
+    tokens = mt.tensor(np.arange(10).reshape(2, 5) % 7)
 
     def loss(model, batch):
         return mt.functional.cross_entropy(model(batch[:, :-1]).reshape(-1, 7),

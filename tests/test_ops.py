@@ -201,6 +201,17 @@ def test_python_scalars_keep_float32():
         assert y.dtype == np.float32
 
 
+def test_out_of_range_index_arrays_are_refused_on_every_backend():
+    """NumPy raises for them, CuPy would silently wrap around: getitem checks itself."""
+    x = leaf(np.arange(6.0).reshape(2, 3))
+    for index in (np.array([0, 2]), ([1], np.array([-4])), (Ellipsis, [3]),
+                  (None, 0, mt.tensor([3]))):
+        with pytest.raises(IndexError, match="out of range for axis"):
+            x[index]
+    np.testing.assert_array_equal(host(x[np.array([1, -2])].data), [[3, 4, 5], [0, 1, 2]])
+    np.testing.assert_array_equal(host(x[..., [2]].data), [[2], [5]])
+
+
 def test_numpy_array_operand(backend):
     if backend != "numpy":
         pytest.skip("a host array next to a GPU tensor is an error, tested in test_autograd")

@@ -38,7 +38,7 @@ def test_quantize_int8_replaces_every_linear_and_keeps_the_logits():
     model = mt.nn.Transformer(mt.nn.TransformerConfig(
         20, 20, d_model=32, num_heads=4, num_encoder_layers=2, num_decoder_layers=2,
         d_ff=64, dropout=0.0)).eval()
-    ids = np.random.default_rng(0).integers(1, 20, (2, 6))
+    ids = mt.tensor(np.random.default_rng(0).integers(1, 20, (2, 6)))
     before_bytes, before = weight_bytes(model), model(ids, ids).numpy()
     linears = sum(isinstance(m, Linear) for m in model.modules())
     assert quantize_int8(model) is model

@@ -12,7 +12,7 @@ from .arithmetic import (Add, Div, Exp, Log, Maximum, Mul, Neg, Pow, ReLU, Sqrt,
                          Tanh, Where, unbroadcast)
 from .linalg import MatMul
 from .reductions import Max, Mean, Sum
-from .shape import Concatenate, GetItem, Reshape, Stack, Transpose
+from .shape import Concatenate, GetItem, Reshape, Stack, Transpose, check_index_bounds
 
 
 def add(a, b):
@@ -105,6 +105,7 @@ def getitem(a, index):
         index = index.data
     elif isinstance(index, tuple):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    check_index_bounds(a.shape, index)
     return GetItem.apply(a, index=index)
 
 
@@ -122,16 +123,25 @@ def stack(tensors, axis=0):
 
 def where(condition, a, b):
     """Elementwise ``a`` where ``condition`` (a boolean array or tensor) holds, else ``b``."""
-    condition = condition.data if isinstance(condition, Tensor) else condition
-    if not backend.is_array(condition) or condition.dtype != bool:
-        raise TypeError(f"where: condition must be a boolean array, got "
-                        f"{getattr(condition, 'dtype', type(condition).__name__)}")
-    return Where.apply(a, b, condition=condition)
+    return _where("where", "condition", condition, a, b)
 
 
 def masked_fill(a, mask, value):
     """``a`` with ``value`` wherever the boolean ``mask`` is True (mask broadcasts to ``a``)."""
-    return where(mask, value, a)
+    return _where("masked_fill", "mask", mask, value, a)
+
+
+def _where(op_name, name, condition, a, b):
+    condition = condition.data if isinstance(condition, Tensor) else condition
+    if not backend.is_array(condition) or condition.dtype != bool:
+        raise TypeError(f"{op_name}: {name} must be a boolean array, got "
+                        f"{getattr(condition, 'dtype', type(condition).__name__)}")
+    device = next((t.device for t in (a, b) if isinstance(t, Tensor)), None)
+    if device is not None and backend.device_of(condition) != device:
+        raise backend.DeviceError(
+            f"{op_name}: {name} is on {backend.device_of(condition)!r} but the tensor is on "
+            f"{device!r}; move it with mt.tensor({name}, device={device!r})")
+    return Where.apply(a, b, condition=condition)
 
 
 class ToDevice(Function):

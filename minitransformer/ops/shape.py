@@ -1,6 +1,7 @@
 """Ops that move elements around without changing them: reshape, transpose,
 indexing and concatenation. Each backward puts the gradient back where the element
 came from."""
+from .. import backend
 from ..autograd import Function
 
 
@@ -33,6 +34,29 @@ class Transpose(Function):
         for i, ax in enumerate(self.axes):
             inverse[ax] = i
         return grad.transpose(inverse)
+
+
+def check_index_bounds(shape, index):
+    """Refuse out-of-range integer array indices: NumPy raises IndexError for them, but
+    CuPy does not check and silently wraps around, so the backends would disagree."""
+    parts = index if isinstance(index, tuple) else (index,)
+    arrays = [backend.host.asarray(p) if isinstance(p, list) else p for p in parts]
+    is_mask = [backend.is_array(p) and p.dtype == bool for p in arrays]
+    used = sum(p.ndim if mask else p is not None and p is not Ellipsis
+               for p, mask in zip(arrays, is_mask))
+    axis = 0
+    for p, mask in zip(arrays, is_mask):
+        if p is Ellipsis:
+            axis += len(shape) - used
+        elif mask:
+            axis += p.ndim
+        elif p is not None:
+            if backend.is_array(p) and p.size and axis < len(shape):
+                low, high, n = int(p.min()), int(p.max()), shape[axis]
+                if low < -n or high >= n:
+                    raise IndexError(f"getitem: index {high if high >= n else low} is out of "
+                                     f"range for axis {axis} of size {n}")
+            axis += 1
 
 
 class GetItem(Function):
