@@ -136,6 +136,6 @@ def test_gpt_gives_blockwise_attention_the_causal_flag_not_a_mask(monkeypatch):
     monkeypatch.setattr(F, "blockwise_attention", spy)
     net = mt.nn.GPT(mt.nn.GPTConfig(11, max_len=8, d_model=8, num_heads=2, num_layers=2,
                                     attention="blockwise", attention_block_size=2))
-    net(np.ones((1, 6), int))
+    net(mt.tensor(np.ones((1, 6), int)))
     assert calls == [(None, True)] * 2
     assert "causal=True" in repr(net.blocks[0].self_attn)

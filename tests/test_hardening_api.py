@@ -53,15 +53,16 @@ def test_embedding_accepts_a_negative_padding_idx_like_pytorch():
         nn.Embedding(5, 3, padding_idx=5)
 
 
-ONES = mt.tensor(np.ones((2, 2)))
+def ones():
+    return mt.tensor(np.ones((2, 2)))
 
 
 @pytest.mark.parametrize("call, name", [
-    (lambda p: mt.functional.dropout(ONES, p, True), "dropout: p"),
+    (lambda p: mt.functional.dropout(ones(), p, True), "dropout: p"),
     (lambda p: nn.Dropout(p), "Dropout: p"),
-    (lambda p: mt.functional.scaled_dot_product_attention(ONES, ONES, ONES, dropout_p=p),
+    (lambda p: mt.functional.scaled_dot_product_attention(*[ones()] * 3, dropout_p=p),
      "scaled_dot_product_attention: dropout_p"),
-    (lambda p: mt.functional.blockwise_attention(ONES, ONES, ONES, dropout_p=p),
+    (lambda p: mt.functional.blockwise_attention(*[ones()] * 3, dropout_p=p),
      "blockwise_attention: dropout_p"),
 ])
 def test_dropout_probabilities_are_numbers_in_0_1(call, name):

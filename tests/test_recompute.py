@@ -117,7 +117,7 @@ def test_recompute_passes_other_arguments_on_unchanged():
     rng = np.random.default_rng(0)
     w = mt.tensor(rng.standard_normal((4, 4)), requires_grad=True)
     x = mt.tensor(rng.standard_normal((3, 4)), requires_grad=True)
-    keep = rng.random((3, 4)) < 0.5
+    keep = mt.tensor(rng.random((3, 4)) < 0.5).data  # an array on the device, no Tensor
 
     def block(h, mask, scale, nothing):
         assert nothing is None
