@@ -30,22 +30,38 @@ def positive_integer(owner, name, value):
     return integer(owner, name, value, low=1)
 
 
+def _real(owner, name, value):
+    """``value`` as a float: any real number, NumPy's included, but not bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r} "
+                        f"({type(value).__name__})")
+    return float(value)
+
+
 def positive_number(owner, name, value):
     """``value`` as a finite float > 0 (NaN and inf refused: they never mean a size)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    value = _real(owner, name, value)
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return value
 
 
-def dropout_probability(owner, name, value):
-    """``value`` as a float in [0, 1): 1 would drop everything and scale by 1 / 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a number in [0, 1), got {value!r}")
-    if not 0 <= value < 1:
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value}")
-    return float(value)
+def non_negative_number(owner, name, value):
+    """``value`` as a finite float >= 0, e.g. a norm's eps (a negative one takes the
+    square root of a negative number on a constant row)."""
+    value = _real(owner, name, value)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def fraction(owner, name, value, interval="[0, 1)"):
+    """``value`` as a float in ``interval``: "[0, 1)" (a dropout rate) or "(0, 1]"
+    (top_p, a share of probability mass). NaN lies in neither."""
+    value = _real(owner, name, value)
+    if not (0 <= value < 1 if interval == "[0, 1)" else 0 < value <= 1):
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
+    return value
 
 
 def axes(owner, axis, ndim):

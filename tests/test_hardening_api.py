@@ -53,27 +53,6 @@ def test_embedding_accepts_a_negative_padding_idx_like_pytorch():
         nn.Embedding(5, 3, padding_idx=5)
 
 
-def ones():
-    return mt.tensor(np.ones((2, 2)))
-
-
-@pytest.mark.parametrize("call, name", [
-    (lambda p: mt.functional.dropout(ones(), p, True), "dropout: p"),
-    (lambda p: nn.Dropout(p), "Dropout: p"),
-    (lambda p: mt.functional.scaled_dot_product_attention(*[ones()] * 3, dropout_p=p),
-     "scaled_dot_product_attention: dropout_p"),
-    (lambda p: mt.functional.blockwise_attention(*[ones()] * 3, dropout_p=p),
-     "blockwise_attention: dropout_p"),
-])
-def test_dropout_probabilities_are_numbers_in_0_1(call, name):
-    with pytest.raises(TypeError, match=rf"{name} must be a number in \[0, 1\), got '0.1'"):
-        call("0.1")
-    for bad in (float("nan"), 1, -0.5):
-        with pytest.raises(ValueError, match=rf"{name} must be in \[0, 1\), got {bad}"):
-            call(bad)
-    call(np.float32(0.25))
-
-
 # ---- devices: one validator for every device argument ---------------------------------
 
 @pytest.mark.parametrize("call", [lambda d: mt.tensor(1.0, device=d),

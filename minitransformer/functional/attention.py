@@ -125,7 +125,7 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
     except ValueError:
         raise ValueError(f"{name}: the leading dims of q {q.shape}, k {k.shape} and "
                          f"v {v.shape} do not broadcast") from None
-    arguments.dropout_probability(name, "dropout_p", dropout_p)
+    arguments.fraction(name, "dropout_p", dropout_p)
     scores = batch + (q.shape[-2], k.shape[-2])
     if mask is not None:
         mask = array_like(mask, q)

@@ -21,13 +21,15 @@ def floating(owner, **tensors):
 
 
 def indices(value, like, size, what):
-    """``value`` as an array of integers in [0, size) on the device of ``like``."""
+    """``value`` as an array of integers in [0, size) (size None: >= 0) on the device of
+    ``like``."""
     data = array_like(value, like)
     if data.dtype.kind not in "iu":
         raise TypeError(f"{what} must be integers, got dtype {data.dtype}")
     low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
-    if low < 0 or high >= size:
-        raise ValueError(f"{what} must lie in [0, {size}), got {low if low < 0 else high}")
+    if low < 0 or (size is not None and high >= size):
+        span = "be >= 0" if size is None else f"lie in [0, {size})"
+        raise ValueError(f"{what} must {span}, got {low if low < 0 else high}")
     return data
 
 
