@@ -211,7 +211,7 @@ def rng_fork(device=None):
     the draws are exactly those of a run without replay. CuPy's generator state cannot
     be saved ("random states cannot be serialized"), so on the GPU the draws from here
     on come from a fresh generator seeded from the CPU one; the mark holds that seed."""
-    device = device or default_device()
+    device = check_device(device)
     seed = None
     if device == "gpu":
         seed = int(rng("cpu").integers(2 ** 63))
@@ -224,7 +224,7 @@ def rng_replay(mark, device=None):
     """Within this block the generators draw again what they drew after ``rng_fork``
     returned ``mark`` (a fork inside the block repeats too); afterwards they go on from
     where they were."""
-    device = device or default_device()
+    device = check_device(device)
     state, seed = mark
     cpu = rng("cpu")
     saved_state, saved_gpu = cpu.bit_generator.state, rng("gpu") if device == "gpu" else None
