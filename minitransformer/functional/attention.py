@@ -5,7 +5,7 @@ import math
 from .. import arguments, backend
 from ..autograd import Function, Tensor
 from ..ops.arithmetic import unbroadcast
-from .common import array_like, floating, keep_mask, widened
+from .common import array_like, floating, keep_mask, softmax_rows_, widened
 
 
 class ScaledDotProductAttention(Function):
@@ -25,13 +25,7 @@ class ScaledDotProductAttention(Function):
             self.bias_shape = bias.shape
         if mask is not None:
             xp.copyto(scores, -xp.inf, where=~mask)
-        top = scores.max(axis=-1, keepdims=True)
-        top[top == -xp.inf] = 0  # a fully masked row: exp(-inf - 0) = 0 rather than NaN
-        scores -= top
-        probs = xp.exp(scores, out=scores)
-        total = probs.sum(axis=-1, keepdims=True)
-        total[total == 0] = 1  # ... and its weights stay 0, so its output is 0
-        probs /= total
+        probs = softmax_rows_(scores)  # a fully masked row gets weights 0, output 0
         weights_out.append(probs)  # Function.apply returns one tensor; weights leave here
         self.keep = None
         if dropout_p:
