@@ -105,10 +105,9 @@ def alibi_slopes(num_heads):
 
 
 def alibi(num_heads, length):
-    """(1, H, L, L): -slope_h |i - j|, rounded to float32 as the model stores it."""
+    """(1, H, L, L): -slope_h |i - j|."""
     distance = np.abs(np.arange(length)[:, None] - np.arange(length)[None, :])
-    slopes = np.array(alibi_slopes(num_heads), np.float32).astype(np.float64)
-    return (-slopes[:, None, None] * distance).astype(np.float32)[None]
+    return (-np.array(alibi_slopes(num_heads))[:, None, None] * distance)[None]
 
 
 def t5_bucket(relative, bidirectional, num_buckets, max_distance):
