@@ -173,6 +173,18 @@ def rng(device=None):
     return _generators[device]
 
 
+def random_bits(shape, device=None):
+    """Uniform random uint32 values of ``shape`` from ``device``'s generator (dropout
+    compares them with an integer threshold). On the CPU each 64-bit output of the bit
+    generator makes two of them: half the generator calls of ``integers(0, 2**32)``."""
+    device = check_device(device)
+    if device == "gpu":
+        return rng(device).integers(0, 2 ** 32, size=shape, dtype=numpy.uint32)
+    count = int(numpy.prod(shape))
+    raw = rng(device).bit_generator.random_raw((count + 1) // 2)
+    return raw.view(numpy.uint32)[:count].reshape(shape)
+
+
 def manual_seed(seed):
     """Seed the random generators of every device, those created later included."""
     _seeds.update(cpu=seed, gpu=seed)
