@@ -64,6 +64,15 @@ def fraction(owner, name, value, interval="[0, 1)"):
     return value
 
 
+def broadcastable(owner, name, shape, target, target_name):
+    """``shape`` must broadcast to ``target`` without growing it (NumPy's rule: each
+    trailing dim 1 or equal), e.g. a mask to the attention scores (B, H, Lq, Lk)."""
+    if len(shape) > len(target) or any(m not in (1, n) for m, n in
+                                       zip(shape[::-1], target[::-1])):
+        raise ValueError(f"{owner}: {name} has shape {tuple(shape)}, expected one that "
+                         f"broadcasts to {target_name} = {tuple(target)}")
+
+
 def axes(owner, axis, ndim):
     """``axis`` (None = all, an int, or a tuple of ints) as a sorted tuple of
     non-negative axes of an ``ndim``-dimensional array; a 0-d array has none to reduce."""

@@ -70,16 +70,18 @@ def alibi_slopes(num_heads):
     return slopes + [2 ** (-8 * (h + 1) / (2 * n)) for h in range(0, 2 * n, 2)][:num_heads - n]
 
 
-def alibi_bias(num_heads, q_len, k_len=None, device=None):
+def alibi_bias(num_heads, q_len, k_len=None, device=None, dtype=None):
     """-slope_h * |i - j| for query position i and key position j: float (1, H, q_len,
-    k_len) in the default dtype. Like ``causal_mask``, the queries are the last q_len of
+    k_len) in ``dtype`` (default float32; a float64 model wants float64, as most slopes
+    are not powers of two). Like ``causal_mask``, the queries are the last q_len of
     k_len positions (default k_len = q_len), so a KV cache needs no special case."""
     k_len = q_len if k_len is None else k_len
     check_lengths("alibi_bias", q_len, k_len)
     xp = backend.xp(device)
+    dtype = backend.DEFAULT_DTYPE if dtype is None else dtype
     queries = xp.arange(k_len - q_len, k_len)[:, None]
-    distance = xp.abs(queries - xp.arange(k_len)[None, :]).astype(backend.DEFAULT_DTYPE)
-    slopes = xp.asarray(alibi_slopes(num_heads), dtype=backend.DEFAULT_DTYPE)
+    distance = xp.abs(queries - xp.arange(k_len)[None, :]).astype(dtype)
+    slopes = xp.asarray(alibi_slopes(num_heads), dtype=dtype)
     return (-slopes[:, None, None] * distance)[None]
 
 

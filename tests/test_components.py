@@ -82,7 +82,7 @@ def test_rotary_half_split_convention_and_errors():
         F.rotary_embedding(leaf(np.ones((1, 3))), [0])
     with pytest.raises(TypeError, match="positions must be integers, got dtype float64"):
         F.rotary_embedding(x, [0.5])
-    with pytest.raises(ValueError, match=r"positions have shape \(2,\), expected one that "
+    with pytest.raises(ValueError, match=r"positions has shape \(2,\), expected one that "
                                          r"broadcasts to x's \(\.\.\., L\) = \(1,\)"):
         F.rotary_embedding(x, [0, 1])
 

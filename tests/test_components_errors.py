@@ -104,3 +104,12 @@ def test_numpy_integers_and_floats_are_accepted():
     probs = generate.sampling_distribution(logits(), np.float32(0.5), np.int64(2),
                                            np.float64(0.5))
     assert mt.backend.to_numpy(probs).sum() == pytest.approx(1)
+
+
+def test_a_bias_tensor_on_another_device_is_refused():
+    q = mt.tensor(np.ones((1, 3, 4), np.float32))
+    if q.device == "cpu":
+        pytest.skip("needs a GPU backend (or the CuPy stand-in) to have two devices")
+    bias = mt.tensor(np.zeros((3, 3), np.float32), device="cpu")
+    with pytest.raises(mt.backend.DeviceError, match="bias is on 'cpu' but q is on 'gpu'"):
+        F.scaled_dot_product_attention(q, q, q, bias=bias)

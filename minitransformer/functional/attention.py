@@ -62,14 +62,6 @@ class ScaledDotProductAttention(Function):
         return gq, gk, gv, gb
 
 
-def _check_scores_operand(name, arg, value, scores):
-    """``value`` (mask or bias) must broadcast to the scores' shape."""
-    if value.ndim > len(scores) or any(m not in (1, n) for m, n in
-                                       zip(value.shape[::-1], scores[::-1])):
-        raise ValueError(f"{name}: {arg} has shape {value.shape}, expected one that "
-                         f"broadcasts to the scores' (..., Lq, Lk) = {scores}")
-
-
 def _kv_groups(name, q, k, v):
     """How many query heads share each key/value head (grouped-query attention): 1
     unless k and v have H_kv > 1 heads (axis -3) where q has a multiple H of them."""
@@ -120,20 +112,23 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
         raise ValueError(f"{name}: the leading dims of q {q.shape}, k {k.shape} and "
                          f"v {v.shape} do not broadcast") from None
     arguments.fraction(name, "dropout_p", dropout_p)
-    scores = batch + (q.shape[-2], k.shape[-2])
+    scores, scores_name = batch + (q.shape[-2], k.shape[-2]), "the scores' (..., Lq, Lk)"
     if mask is not None:
         mask = array_like(mask, q)
         if mask.dtype != bool:
             raise TypeError(f"{name}: mask must be boolean (True = may attend), "
                             f"got dtype {mask.dtype}")
-        _check_scores_operand(name, "mask", mask, scores)
+        arguments.broadcastable(name, "mask", mask.shape, scores, scores_name)
     if bias is not None:
         if not isinstance(bias, Tensor):
             bias = Tensor(array_like(bias, q))
+        if bias.device != q.device:  # a learned bias stays where its parameters are
+            raise backend.DeviceError(f"{name}: bias is on {bias.device!r} but q is on "
+                                      f"{q.device!r}; move one with .to({q.device!r})")
         if bias.dtype.kind != "f":
             raise TypeError(f"{name}: bias must be a float array added to the scores, got "
                             f"dtype {bias.dtype} (a boolean mask goes in mask=)")
-        _check_scores_operand(name, "bias", bias, scores)
+        arguments.broadcastable(name, "bias", bias.shape, scores, scores_name)
     if groups > 1:
         q, k, v = _group_heads(q, groups), _group_heads(k, 1), _group_heads(v, 1)
         mask, bias = _group_heads(mask, groups), _group_heads(bias, groups)

@@ -40,11 +40,8 @@ def rotary_embedding(x, positions, base=10000.0):
                          f"shape {x.shape}; give each head an even size")
     base = arguments.positive_number("rotary_embedding", "base", base)
     positions = indices(positions, x, None, "rotary_embedding: positions")
-    lead = x.shape[:-1]
-    if positions.ndim > len(lead) or any(p not in (1, n) for p, n in
-                                         zip(positions.shape[::-1], lead[::-1])):
-        raise ValueError(f"rotary_embedding: positions have shape {positions.shape}, "
-                         f"expected one that broadcasts to x's (..., L) = {lead}")
+    arguments.broadcastable("rotary_embedding", "positions", positions.shape, x.shape[:-1],
+                            "x's (..., L)")
     xp, d = x.xp, x.shape[-1]
     theta = base ** (-xp.arange(0, d, 2, dtype=xp.float64) / d)  # float64: exact angles
     return RotaryEmbedding.apply(x, angles=positions[..., None] * theta)
