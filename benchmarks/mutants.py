@@ -31,8 +31,8 @@ T_PREC = "tests/test_precision.py"
 
 MUTANTS = [
     # ---- the six bugs of issue 16, which the suite used to miss ----
-    Mutant("minitransformer/generate.py", "logits = logits / temperature",
-           "logits = logits * temperature",
+    Mutant("minitransformer/generate.py", "logits = widened(logits) / temperature",
+           "logits = widened(logits) * temperature",
            "sample multiplies the logits by the temperature", [T_GEN]),
     Mutant("minitransformer/generate.py", "lengths += ~done", "lengths += 1",
            "beam search: finished hypotheses keep accruing length", [T_GEN]),
