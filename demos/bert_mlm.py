@@ -5,15 +5,15 @@ reads. It is cut into word pieces by our WordPiece tokenizer with all-MiniLM-L6-
 vocabulary when that package is installed, else into whole words; the pieces seen at
 least twice in the training text are the vocabulary, the rest become [UNK]. Each
 training window of 62 pieces is framed as [CLS] ... [SEP] and corrupted the BERT way
-(``nn.mask_tokens``: 15% of the pieces chosen; of those 80% become [MASK], 10% a random
-piece, 10% stay), and the model learns to give back the original piece at every chosen
-position. The head (dense, GELU, LayerNorm, then the word embeddings transposed) is
+(``nn.mask_tokens``: 15% of the pieces chosen, never [UNK]; of those 80% become
+[MASK], 10% a random piece, 10% stay), and the model learns to give back the original
+piece at every chosen position. The head (dense, GELU, LayerNorm, then the word embeddings transposed) is
 ``nn.MaskedLanguageModel`` on an ``EncoderClassifier``.
 
 What to watch: masked-token accuracy on held-out text against the unigram baseline
 (always guessing the most frequent training piece, which scores about 7%): the model
 must use the context around each gap. Then a few fill-in-the-blank examples from the
-held-out topics, mistakes first, with the model's three best guesses.
+held-out topics, half right and half wrong, with the model's three best guesses.
 
 Held-out data: every tenth topic, as in char_gpt.py (paragraphs shared with training
 topics left out); its windows are masked four times over, with a fixed generator, so
@@ -36,6 +36,7 @@ from minitransformer.nn import (EncoderClassifier, EncoderClassifierConfig,
 from minitransformer.pretrained.wordpiece import SPECIAL_TOKENS, basic_tokenize
 
 PAD, UNK, CLS, SEP, MASK = range(5)  # our vocabulary starts with SPECIAL_TOKENS
+SPECIAL = (PAD, UNK, CLS, SEP)  # never a gap: [UNK] would be a guess at nothing
 IGNORE = -100
 
 
@@ -120,18 +121,28 @@ def show(pieces):
 
 
 def fill_in_examples(model, inputs, labels, vocabulary, count=8):
-    """For ``count`` held-out gaps that hold [MASK]: the context, best guess, truth."""
+    """Held-out gaps that hold [MASK], half filled right and half wrong: the context,
+    the three best guesses, the truth."""
     guesses, truths = predict(model, inputs, labels, top=3)
     rows, columns = np.nonzero(labels != IGNORE)  # reading order, as predict's rows
+    masked = inputs[rows, columns] == MASK
+    right = guesses[:, 0] == truths
+    picked = np.concatenate([np.flatnonzero(masked & right)[::29][:count // 2],
+                             np.flatnonzero(masked & ~right)[::29][:count // 2]])
     contexts, outputs, expected = [], [], []
-    for k in np.flatnonzero(inputs[rows, columns] == MASK)[::37][:count]:
+    for k in picked:
         row, column = rows[k], columns[k]
-        context = [vocabulary[i] for i in inputs[row, max(column - 6, 1):column + 6]]
+        start = max(column - 6, 1)
+        context = [vocabulary[i] for i in inputs[row, start:column + 6]]
+        context[column - start] = "____"  # the gap judged; other gaps show as [MASK]
         contexts.append(show(context).replace(" [SEP]", ""))
         outputs.append(" / ".join(vocabulary[i] for i in guesses[k]))
         expected.append(vocabulary[truths[k]])
-    print("fill in the blank (held-out text; the model's three best guesses):")
-    common.print_examples(contexts, outputs, expected, count=count)
+    print("fill in the blank ____ (held-out text; the model's three best guesses, judged on "
+          "the first):")
+    for context, output, truth in zip(contexts, outputs, expected):
+        verdict = "ok" if output.split(" / ")[0] == truth else f"WRONG, expected {truth!r}"
+        print(f"  {context!r:>60} -> {output!r}  {verdict}")
 
 
 def main(argv=None):
@@ -143,8 +154,9 @@ def main(argv=None):
     ids = {piece: i for i, piece in enumerate(vocabulary)}
     train_ids = [ids.get(p, UNK) for p in train_pieces]
     valid = windows([ids.get(p, UNK) for p in valid_pieces], args.length)
-    held_out_tokens, valid = valid.size, np.concatenate([valid] * 4)  # each window masked four ways: more gaps to score
-    valid_inputs, valid_labels = mask_tokens(valid, MASK, (PAD, CLS, SEP), len(vocabulary),
+    # each held-out window is masked four ways, for four times as many gaps to score
+    held_out_tokens, valid = valid.size, np.concatenate([valid] * 4)
+    valid_inputs, valid_labels = mask_tokens(valid, MASK, SPECIAL, len(vocabulary),
                                              ignore_index=IGNORE,
                                              rng=np.random.default_rng(1234))
     counted = valid_labels[valid_labels != IGNORE]
@@ -161,7 +173,7 @@ def main(argv=None):
         starts = rng.integers(0, len(train_ids) - body, args.batch_size)
         batch = windows(np.concatenate([train_ids[s:s + body] for s in starts]),
                         args.length)
-        return mask_tokens(on_device(batch), MASK, (PAD, CLS, SEP), len(vocabulary),
+        return mask_tokens(on_device(batch), MASK, SPECIAL, len(vocabulary),
                            ignore_index=IGNORE)
 
     model = MaskedLanguageModel(EncoderClassifier(EncoderClassifierConfig(
