@@ -30,14 +30,14 @@ from minitransformer.functional import cross_entropy, distillation_loss
 def make_parser():
     parser = vit_digits.make_parser(__file__, __doc__)
     flag = parser.add_argument
-    flag("--student-d-model", type=int, default=16, help="default %(default)s")
+    flag("--student-d-model", type=int, default=32, help="default %(default)s")
     flag("--student-layers", type=int, default=1, help="default %(default)s")
     flag("--student-heads", type=int, default=2, help="default %(default)s")
     flag("--temperature", type=float, default=4.0, help="T (default %(default)s)")
     flag("--alpha", type=float, default=0.9,
          help="weight of the distillation loss; 1 - alpha goes to the labels "
               "(default %(default)s)")
-    parser.set_defaults(plot="")
+    parser.set_defaults(plot="")  # --plot PATH draws the teacher's [CLS] attention
     return parser
 
 
@@ -60,6 +60,8 @@ def main(argv=None):
     teacher = vit_digits.build_model(args)
     results = {"teacher": (vit_digits.train_vit(teacher, args, data), teacher)}
     teacher.eval()
+    if args.plot:
+        vit_digits.plot_cls_attention(teacher, data[2], data[3], args.plot)
     for name, loss in [("student", vit_digits.classifier_loss),
                        ("distilled", distillation_objective(teacher, args))]:
         print(f"== {name}")
