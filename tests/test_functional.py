@@ -125,6 +125,24 @@ def test_gelu_tanh_equals_composed(a):
     assert mt.gradcheck(lambda t: F.gelu(t, approximate="tanh"), [x])
 
 
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_in_cache_sized_pieces_equals_gelu_of_the_whole(monkeypatch, approximate):
+    """Above common.PIECE elements GELU runs piece by piece (on the CPU): the very same
+    numbers, forward and backward, as one evaluation of the whole array."""
+    from minitransformer.functional import common
+    a = np.random.default_rng(0).standard_normal((3, common.PIECE // 2 + 5), np.float32) * 3
+    g = np.random.default_rng(1).standard_normal(a.shape).astype(np.float32)
+    results = []
+    for piece in (common.PIECE, a.size):  # pieces (last one short), then whole
+        monkeypatch.setattr(common, "PIECE", piece)
+        x = mt.tensor(a, requires_grad=True)  # float32: the rational erf
+        out = F.gelu(x, approximate)
+        out.backward(mt.tensor(g))
+        results.append((out.numpy(), host(x.grad)))
+    for pieces, whole in zip(*results):
+        np.testing.assert_array_equal(pieces, whole)
+
+
 def test_gelu_rejects_unknown_approximation():
     with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh', got 'erf'"):
         F.gelu(leaf([1.0]), approximate="erf")

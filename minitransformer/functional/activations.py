@@ -11,7 +11,7 @@ import math
 from .. import arguments, backend
 from ..autograd import Function
 from ..ops import relu
-from .common import floating, keep_mask, widened
+from .common import floating, in_pieces, keep_mask, widened
 
 
 class Softmax(Function):
@@ -157,39 +157,66 @@ def _erf_float64(x):
 class GELU(Function):
     """x Phi(x), Phi the standard normal CDF; any shape. d/dx = Phi(x) + x phi(x), phi the
     normal density. approximate="tanh": Phi(x) ~ (1 + tanh(u)) / 2 with
-    u = sqrt(2/pi) (x + 0.044715 x^3), differentiated through tanh."""
+    u = sqrt(2/pi) (x + 0.044715 x^3), differentiated through tanh. Both directions are
+    chains of many elementwise operations, so they run ``in_pieces``."""
     def forward(self, x, approximate):
         self.x, self.approximate = x, approximate
         if approximate == "tanh":
-            u = x * x
-            u *= 0.044715
-            u += 1
-            u *= x
-            u *= math.sqrt(2 / math.pi)
-            self.t = self.xp.tanh(u, out=u)
-            self.cdf = 0.5 * self.t
-        else:  # PyTorch's formula, so that the two agree to the last bits
-            self.cdf = erf(x * (1 / math.sqrt(2)))
-            self.cdf *= 0.5
-        self.cdf += 0.5
-        return x * self.cdf
+            out, self.cdf, self.t = in_pieces(_gelu_tanh, x)
+        else:
+            out, self.cdf = in_pieces(_gelu_exact, x)
+        return out
 
     def backward(self, grad):
-        x = self.x
-        slope = x * x
-        if self.approximate == "tanh":  # x/2 (1 - t^2) du/dx
-            slope *= 3 * 0.044715
-            slope += 1
-            slope *= 1 - self.t * self.t
-            slope *= 0.5 * math.sqrt(2 / math.pi)
-        else:  # x phi(x)
-            slope *= -0.5
-            self.xp.exp(slope, out=slope)
-            slope *= 1 / math.sqrt(2 * math.pi)
-        slope *= x
-        slope += self.cdf
-        slope *= grad
-        return slope
+        if self.approximate == "tanh":
+            return in_pieces(_gelu_tanh_backward, grad, self.x, self.cdf, self.t)
+        return in_pieces(_gelu_exact_backward, grad, self.x, self.cdf)
+
+
+def _gelu_exact(x):
+    """(x Phi(x), Phi(x)), with PyTorch's formula so that the two agree to the last bits."""
+    cdf = erf(x * (1 / math.sqrt(2)))
+    cdf *= 0.5
+    cdf += 0.5
+    return x * cdf, cdf
+
+
+def _gelu_tanh(x):
+    """(x Phi(x), Phi(x), t) with Phi(x) ~ (1 + t) / 2, t = tanh(u)."""
+    u = x * x
+    u *= 0.044715
+    u += 1
+    u *= x
+    u *= math.sqrt(2 / math.pi)
+    t = backend.get_array_module(x).tanh(u, out=u)
+    cdf = 0.5 * t
+    cdf += 0.5
+    return x * cdf, cdf, t
+
+
+def _gelu_exact_backward(grad, x, cdf):
+    """grad (Phi(x) + x phi(x))."""
+    slope = x * x
+    slope *= -0.5
+    backend.get_array_module(x).exp(slope, out=slope)
+    slope *= 1 / math.sqrt(2 * math.pi)
+    slope *= x
+    slope += cdf
+    slope *= grad
+    return slope
+
+
+def _gelu_tanh_backward(grad, x, cdf, t):
+    """grad (Phi(x) + x/2 (1 - t^2) du/dx)."""
+    slope = x * x
+    slope *= 3 * 0.044715
+    slope += 1
+    slope *= 1 - t * t
+    slope *= 0.5 * math.sqrt(2 / math.pi)
+    slope *= x
+    slope += cdf
+    slope *= grad
+    return slope
 
 
 def gelu(x, approximate="none"):
