@@ -30,13 +30,47 @@ def positive_integer(owner, name, value):
     return integer(owner, name, value, low=1)
 
 
+def _real(owner, name, value):
+    """``value`` as a float: any real number, NumPy's included, but not bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r} "
+                        f"({type(value).__name__})")
+    return float(value)
+
+
 def positive_number(owner, name, value):
     """``value`` as a finite float > 0 (NaN and inf refused: they never mean a size)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    value = _real(owner, name, value)
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return value
+
+
+def non_negative_number(owner, name, value):
+    """``value`` as a finite float >= 0, e.g. a norm's eps (a negative one takes the
+    square root of a negative number on a constant row)."""
+    value = _real(owner, name, value)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def fraction(owner, name, value, interval="[0, 1)"):
+    """``value`` as a float in ``interval``: "[0, 1)" (a dropout rate) or "(0, 1]"
+    (top_p, a share of probability mass). NaN lies in neither."""
+    value = _real(owner, name, value)
+    if not (0 <= value < 1 if interval == "[0, 1)" else 0 < value <= 1):
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
+    return value
+
+
+def broadcastable(owner, name, shape, target, target_name):
+    """``shape`` must broadcast to ``target`` without growing it (NumPy's rule: each
+    trailing dim 1 or equal), e.g. a mask to the attention scores (B, H, Lq, Lk)."""
+    if len(shape) > len(target) or any(m not in (1, n) for m, n in
+                                       zip(shape[::-1], target[::-1])):
+        raise ValueError(f"{owner}: {name} has shape {tuple(shape)}, expected one that "
+                         f"broadcasts to {target_name} = {tuple(target)}")
 
 
 def axes(owner, axis, ndim):

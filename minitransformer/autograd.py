@@ -341,7 +341,8 @@ def _host_array(data, dtype):
                         f"equal lengths at each level, got {_preview(data)} ({exc})") from None
     if array.dtype.kind not in "biufc":
         raise TypeError(f"tensor: data must hold only numbers, got {_preview(data)} "
-                        f"(dtype {array.dtype}); replace None or strings with numbers")
+                        f"(dtype {array.dtype}); replace None or strings by numbers, and "
+                        "combine Tensors with mt.stack")
     if dtype is None and array.dtype.kind == "f":
         array = array.astype(backend.DEFAULT_DTYPE)
     return array

@@ -173,6 +173,18 @@ def rng(device=None):
     return _generators[device]
 
 
+def random_bits(shape, device=None):
+    """Uniform random uint32 values of ``shape`` from ``device``'s generator (dropout
+    compares them with an integer threshold). On the CPU each 64-bit output of the bit
+    generator makes two of them: half the generator calls of ``integers(0, 2**32)``."""
+    device = check_device(device)
+    if device == "gpu":
+        return rng(device).integers(0, 2 ** 32, size=shape, dtype=numpy.uint32)
+    count = int(numpy.prod(shape))
+    raw = rng(device).bit_generator.random_raw((count + 1) // 2)
+    return raw.view(numpy.uint32)[:count].reshape(shape)
+
+
 def manual_seed(seed):
     """Seed the random generators of every device, those created later included."""
     _seeds.update(cpu=seed, gpu=seed)
@@ -211,7 +223,7 @@ def rng_fork(device=None):
     the draws are exactly those of a run without replay. CuPy's generator state cannot
     be saved ("random states cannot be serialized"), so on the GPU the draws from here
     on come from a fresh generator seeded from the CPU one; the mark holds that seed."""
-    device = device or default_device()
+    device = check_device(device)
     seed = None
     if device == "gpu":
         seed = int(rng("cpu").integers(2 ** 63))
@@ -224,7 +236,7 @@ def rng_replay(mark, device=None):
     """Within this block the generators draw again what they drew after ``rng_fork``
     returned ``mark`` (a fork inside the block repeats too); afterwards they go on from
     where they were."""
-    device = device or default_device()
+    device = check_device(device)
     state, seed = mark
     cpu = rng("cpu")
     saved_state, saved_gpu = cpu.bit_generator.state, rng("gpu") if device == "gpu" else None

@@ -96,6 +96,16 @@ def greedy(model, tokens, max_new_tokens, src=None, eos_id=None, use_cache=True)
                    choose=None)
 
 
+def _sampling_options(owner, temperature, top_k, top_p):
+    """temperature > 0, top_k a positive int or None, top_p in (0, 1] or None."""
+    temperature = arguments.positive_number(owner, "temperature", temperature)
+    if top_k is not None:
+        top_k = arguments.positive_integer(owner, "top_k", top_k)
+    if top_p is not None:
+        top_p = arguments.fraction(owner, "top_p", top_p, "(0, 1]")
+    return temperature, top_k, top_p
+
+
 def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     """The distribution ``sample`` draws from: logits (B, V) -> probabilities (B, V).
 
@@ -103,12 +113,26 @@ def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     to the nucleus (Holtzman et al., 2020): the most likely tokens whose probabilities,
     added in decreasing order, first reach ``top_p`` (tokens tied with the last one are
     kept too); renormalised. Zero elsewhere."""
+    owner = "sampling_distribution"
+    temperature, top_k, top_p = _sampling_options(owner, temperature, top_k, top_p)
+    logits = logits.data if isinstance(logits, Tensor) else logits
+    logits = logits if backend.is_array(logits) else backend.host.asarray(logits)
+    if logits.ndim != 2 or logits.dtype.kind not in "iuf":
+        raise ValueError(f"{owner}: logits must be a real (B, V) array, got shape "
+                         f"{logits.shape} and dtype {logits.dtype}")
     xp = backend.get_array_module(logits)
     logits = logits / temperature
+    top = logits.max(axis=-1, keepdims=True)
+    bad = ~xp.isfinite(top[:, 0])  # NaN, +inf, or every token at -inf
+    if bool(bad.any()):
+        row = int(bad.argmax())
+        raise ValueError(f"{owner}: each row of logits / temperature needs a finite "
+                         f"largest value, but row {row} has {float(top[row, 0])}; check "
+                         "the logits for NaN or inf (or raise a tiny temperature)")
     if top_k is not None and top_k < logits.shape[-1]:
         kth = xp.partition(logits, -top_k, axis=-1)[:, -top_k, None]
         logits = xp.where(logits < kth, -xp.inf, logits)
-    probs = xp.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs = xp.exp(logits - top)
     probs /= probs.sum(axis=-1, keepdims=True)
     if top_p is not None and top_p < 1:
         ranked = -xp.sort(-probs, axis=-1)
@@ -124,11 +148,7 @@ def sample(model, tokens, max_new_tokens, temperature=1.0, top_k=None, src=None,
            eos_id=None, use_cache=True, top_p=None):
     """Like ``greedy``, but draw each token from ``sampling_distribution(logits,
     temperature, top_k, top_p)``. Seed with ``mt.manual_seed``."""
-    temperature = arguments.positive_number("sample", "temperature", temperature)
-    if top_k is not None:
-        top_k = arguments.positive_integer("sample", "top_k", top_k)
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"sample: top_p must be in (0, 1], got {top_p}")
+    temperature, top_k, top_p = _sampling_options("sample", temperature, top_k, top_p)
 
     def choose(logits, xp):
         probs = sampling_distribution(logits, temperature, top_k, top_p)

@@ -10,10 +10,9 @@ Combine masks with ``combine_masks`` (or ``&``); invert one with ``~``.
 ``alibi_bias`` is no mask but an additive float bias for the scores (``bias=`` of
 ``scaled_dot_product_attention``), also fixed, also aligned to the end of the keys.
 """
-import math
 from numbers import Integral
 
-from . import backend
+from . import arguments, backend
 from .autograd import Tensor
 
 
@@ -36,7 +35,9 @@ def padding_mask(ids, pad_id):
     return (ids != pad_id)[:, None, None, :]
 
 
-def _check_lengths(owner, q_len, k_len):
+def check_lengths(owner, q_len, k_len):
+    """q_len and k_len positive ints with q_len <= k_len: the queries are the last q_len
+    of k_len positions."""
     for name, n in (("q_len", q_len), ("k_len", k_len)):
         if not isinstance(n, Integral) or isinstance(n, bool) or n < 1:
             raise ValueError(f"{owner}: {name} must be a positive int, got {n!r}")
@@ -53,7 +54,7 @@ def causal_mask(q_len, k_len=None, device=None):
     k_len - q_len + i and sees keys 0 .. k_len - q_len + i. ``device``: "cpu" or "gpu"
     (default: the current backend's)."""
     k_len = q_len if k_len is None else k_len
-    _check_lengths("causal_mask", q_len, k_len)
+    check_lengths("causal_mask", q_len, k_len)
     xp = backend.xp(device)
     allowed = xp.tri(int(q_len), int(k_len), k=int(k_len - q_len), dtype=bool)
     return allowed[None, None]
@@ -63,23 +64,24 @@ def alibi_slopes(num_heads):
     """ALiBi's per-head slopes (Press et al., 2022): for H a power of two the geometric
     sequence 2^(-8/H), 2^(-16/H), ..., 2^(-8); otherwise those of the nearest smaller
     power of two, n, followed by every other slope of 2n, as the paper's code does."""
-    if not isinstance(num_heads, Integral) or num_heads < 1:
-        raise ValueError(f"alibi_slopes: num_heads must be a positive int, got {num_heads!r}")
-    n = 2 ** int(math.log2(num_heads))
+    num_heads = arguments.positive_integer("alibi_slopes", "num_heads", num_heads)
+    n = 2 ** (num_heads.bit_length() - 1)  # the largest power of two <= num_heads
     slopes = [2 ** (-8 * (h + 1) / n) for h in range(n)]
     return slopes + [2 ** (-8 * (h + 1) / (2 * n)) for h in range(0, 2 * n, 2)][:num_heads - n]
 
 
-def alibi_bias(num_heads, q_len, k_len=None, device=None):
+def alibi_bias(num_heads, q_len, k_len=None, device=None, dtype=None):
     """-slope_h * |i - j| for query position i and key position j: float (1, H, q_len,
-    k_len) in the default dtype. Like ``causal_mask``, the queries are the last q_len of
+    k_len) in ``dtype`` (default float32; a float64 model wants float64, as most slopes
+    are not powers of two). Like ``causal_mask``, the queries are the last q_len of
     k_len positions (default k_len = q_len), so a KV cache needs no special case."""
     k_len = q_len if k_len is None else k_len
-    _check_lengths("alibi_bias", q_len, k_len)
+    check_lengths("alibi_bias", q_len, k_len)
     xp = backend.xp(device)
+    dtype = backend.DEFAULT_DTYPE if dtype is None else dtype
     queries = xp.arange(k_len - q_len, k_len)[:, None]
-    distance = xp.abs(queries - xp.arange(k_len)[None, :]).astype(backend.DEFAULT_DTYPE)
-    slopes = xp.asarray(alibi_slopes(num_heads), dtype=backend.DEFAULT_DTYPE)
+    distance = xp.abs(queries - xp.arange(k_len)[None, :]).astype(dtype)
+    slopes = xp.asarray(alibi_slopes(num_heads), dtype=dtype)
     return (-slopes[:, None, None] * distance)[None]
 
 

@@ -109,7 +109,9 @@ def _index(key):
     to the device, so they are allowed here, unlike in arithmetic."""
     if isinstance(key, tuple):
         return tuple(_index(k) for k in key)
-    return key if isinstance(key, (numpy.ndarray, list)) else _unwrap(key)
+    if isinstance(key, list):  # an empty list indexes nothing, as integers
+        return numpy.asarray(key) if key else numpy.zeros(0, numpy.intp)
+    return key if isinstance(key, numpy.ndarray) else _unwrap(key)
 
 
 def _wrap_out_of_range(array, key):

@@ -3,6 +3,7 @@ import gc
 import pathlib
 import re
 import sys
+import types
 import weakref
 
 import numpy as np
@@ -169,6 +170,26 @@ def test_cupy_unavailable_is_one_clear_error(backend):
     with pytest.raises(mt.DeviceError, match="cupy"):
         mt.set_backend("cupy")
     assert mt.get_backend() == "numpy"
+
+
+def test_a_cupy_that_cannot_compute_fails_at_the_switch(backend, monkeypatch):
+    """CuPy imports and sees a GPU, but its CUDA libraries are missing: set_backend runs a
+    kernel, a matmul and a random draw, so the error comes there, naming the fix."""
+    if backend != "numpy":
+        pytest.skip("swaps the CuPy module; once is enough")
+
+    def missing_library(*args, **kwargs):
+        raise RuntimeError("CuPy failed to load libnvrtc.so.12")
+    broken = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1)),
+        arange=missing_library, float32=np.float32)
+    monkeypatch.setitem(sys.modules, "broken_cupy", broken)
+    monkeypatch.setenv("MINITRANSFORMER_CUPY_MODULE", "broken_cupy")
+    monkeypatch.setattr(mt.backend, "_cupy", None)
+    message = r"cannot compute on the GPU \(RuntimeError: CuPy failed to load libnvrtc.*\[gpu\]"
+    with pytest.raises(mt.DeviceError, match=message):
+        mt.set_backend("cupy")
+    assert mt.get_backend() == "numpy" and not mt.gpu_available()
 
 
 def test_mixing_devices_names_both(backend):

@@ -82,7 +82,7 @@ def test_rotary_half_split_convention_and_errors():
         F.rotary_embedding(leaf(np.ones((1, 3))), [0])
     with pytest.raises(TypeError, match="positions must be integers, got dtype float64"):
         F.rotary_embedding(x, [0.5])
-    with pytest.raises(ValueError, match=r"positions have shape \(2,\), expected one that "
+    with pytest.raises(ValueError, match=r"positions has shape \(2,\), expected one that "
                                          r"broadcasts to x's \(\.\.\., L\) = \(1,\)"):
         F.rotary_embedding(x, [0, 1])
 
@@ -92,7 +92,7 @@ def test_alibi_slopes_follow_the_paper():
     assert masks.alibi_slopes(4) == [2.0 ** -k for k in (2, 4, 6, 8)]
     # 6 heads: the 4-head slopes, then every other 8-head slope: 2^-1 and 2^-3
     assert masks.alibi_slopes(6) == [2.0 ** -k for k in (2, 4, 6, 8, 1, 3)]
-    with pytest.raises(ValueError, match="num_heads must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="num_heads must be a positive integer, got 0"):
         masks.alibi_slopes(0)
 
 
@@ -166,3 +166,112 @@ def test_rms_norm_module_and_gated_feed_forwards():
         nn.FeedForward(4, 5, activation="glu")
     with pytest.raises(ValueError, match="RMSNorm: input has shape .* expected last dim"):
         norm(leaf(np.ones((2, 3))))
+
+
+# ---- against references written independently from the papers' and libraries' code ----
+
+def rope_reference(x, positions, base):
+    """GPT-NeoX/LLaMA: x * cos + rotate_half(x) * sin, angles repeated over both halves."""
+    d = x.shape[-1]
+    angles = np.asarray(positions)[..., None] / base ** (np.arange(0, d, 2) / d)
+    angles = np.concatenate([angles, angles], axis=-1)
+    rotated = np.concatenate([-x[..., d // 2:], x[..., :d // 2]], axis=-1)
+    return x * np.cos(angles) + rotated * np.sin(angles)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+def test_rotary_matches_the_half_split_reference(dtype, tol):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5, 8)).astype(dtype)
+    for positions, base in [(np.arange(5), 10000.0), (np.arange(4000, 4005), 10000.0),
+                            (rng.integers(0, 50, (2, 1, 5)), 500000.0), (np.array([3]), 10)]:
+        out = F.rotary_embedding(mt.tensor(x), positions, base)
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out.numpy(), rope_reference(x.astype(np.float64),
+                                                             positions, base), atol=tol)
+
+
+def paper_alibi_slopes(n):
+    """The ALiBi authors' get_slopes (ofirpress/attention_with_linear_biases)."""
+    def power_of_2(n):
+        start = 2 ** (-2 ** -(np.log2(n) - 3))
+        return [start * start ** i for i in range(n)]
+    if np.log2(n).is_integer():
+        return power_of_2(n)
+    closest = 2 ** int(np.floor(np.log2(n)))
+    return power_of_2(closest) + paper_alibi_slopes(2 * closest)[0::2][:n - closest]
+
+
+@pytest.mark.parametrize("heads", [*range(1, 17), 24, 48, 100])
+def test_alibi_slopes_match_the_papers_code(heads):
+    np.testing.assert_allclose(masks.alibi_slopes(heads), paper_alibi_slopes(heads),
+                               rtol=1e-12)
+
+
+def hf_t5_bucket(relative, bidirectional, num_buckets, max_distance):
+    """Hugging Face's T5Attention._relative_position_bucket, line for line in NumPy
+    (float32 logarithms, as torch computes them there)."""
+    buckets = np.zeros_like(relative)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative > 0) * num_buckets
+        relative = np.abs(relative)
+    else:
+        relative = -np.minimum(relative, 0)
+    max_exact = num_buckets // 2
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0): masked out below
+        large = max_exact + (np.log(relative.astype(np.float32) / max_exact)
+                             / np.log(max_distance / max_exact)
+                             * (num_buckets - max_exact)).astype(np.int64)
+    large = np.minimum(large, num_buckets - 1)
+    return buckets + np.where(relative < max_exact, relative, large)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (32, 64), (8, 20), (10, 30)])
+def test_t5_buckets_match_hugging_face(bidirectional, num_buckets, max_distance):
+    relative = np.arange(-1000, 1001)
+    ours = nn.relative_position_bucket(mt.tensor(relative).data, bidirectional,
+                                       num_buckets, max_distance)
+    np.testing.assert_array_equal(host(ours), hf_t5_bucket(relative, bidirectional,
+                                                           num_buckets, max_distance))
+
+
+def written_out_distribution(row, temperature, top_k, top_p):
+    """One row of sampling_distribution, step by step in plain Python."""
+    z = [v / temperature for v in row]
+    kth = sorted(z, reverse=True)[min(top_k or len(z), len(z)) - 1]
+    weights = [np.exp(v - max(z)) if v >= kth else 0.0 for v in z]
+    p = [w / sum(weights) for w in weights]
+    if top_p is not None:
+        total, last = 0.0, None
+        for value in sorted(p, reverse=True):  # smallest prefix reaching top_p
+            total, last = total + value, value
+            if total >= top_p:
+                break
+        p = [v if v >= last else 0.0 for v in p]
+        p = [v / sum(p) for v in p]
+    return p
+
+
+@settings(max_examples=30)
+@given(seed=seeds, vocab=st.integers(2, 9), scale=st.sampled_from([0.1, 1.0, 5.0]),
+       temperature=st.sampled_from([0.3, 1.0, 2.5]), top_k=st.sampled_from([None, 1, 2, 5]),
+       top_p=st.sampled_from([None, 0.05, 0.5, 0.9, 1.0]))
+def test_sampling_distribution_matches_the_written_out_one(seed, vocab, scale, temperature,
+                                                           top_k, top_p):
+    logits = np.random.default_rng(seed).standard_normal((3, vocab)) * scale
+    probs = mt.generate.sampling_distribution(mt.tensor(logits).data, temperature, top_k,
+                                              top_p)
+    expected = [written_out_distribution(row, temperature, top_k, top_p) for row in logits]
+    np.testing.assert_allclose(host(probs), expected, atol=1e-12)
+
+
+def test_silu_is_finite_and_warning_free_at_extremes():
+    x = np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0])
+    for dtype in (np.float16, np.float32, np.float64):
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            out = F.silu(mt.tensor(x.astype(dtype))).numpy()
+        with np.errstate(over="ignore"):  # exp(1000) = inf: x / inf = -0, the limit
+            reference = x / (1 + np.exp(-x))
+        np.testing.assert_allclose(out, reference, rtol=1e-3, atol=np.finfo(dtype).tiny)

@@ -171,6 +171,47 @@ def test_dropout_rate_is_p_and_mean_is_kept():
     assert abs(y.numpy().mean() - 1) < 0.01
 
 
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_drops_a_fraction_p_and_scales_the_rest_exactly(p):
+    """Integer-threshold masks: on 10^6 elements the dropped fraction is within 5 standard
+    errors (5 sqrt(p (1 - p) / n), at most 2.5e-3) of p, every kept value is exactly
+    1 / (1 - p) in float32, and the mean stays 1 within 5 standard errors."""
+    mt.manual_seed(0)
+    n = 10 ** 6
+    y = F.dropout(mt.tensor(np.ones(n, np.float32)), p, training=True).numpy()
+    dropped = y == 0
+    assert abs(dropped.mean() - p) < 5 * math.sqrt(p * (1 - p) / n)
+    assert (y[~dropped] == np.float32(1 / (1 - p))).all()
+    assert abs(y.mean() - 1) < 5 * math.sqrt(p / (1 - p) / n)
+
+
+def test_dropout_threshold_is_exact(monkeypatch):
+    """An element is dropped exactly when its 32 random bits are below round(p 2^32)."""
+    from minitransformer import backend
+    threshold = round(0.25 * 2 ** 32)
+    bits = np.array([0, threshold - 1, threshold, 2 ** 32 - 1], np.uint32)
+    monkeypatch.setattr(backend, "random_bits",
+                        lambda shape, device=None: mt.tensor(bits).data.reshape(shape))
+    y = F.dropout(mt.tensor(np.ones(4, np.float32)), 0.25, training=True).numpy()
+    np.testing.assert_array_equal(y, np.array([0, 0, 4 / 3, 4 / 3], np.float32))
+
+
+def test_random_bits_are_uniform_and_replayable():
+    """Each of the 32 bit positions is set half the time (within 5 standard errors), in
+    odd and even elements alike (the two halves of each 64-bit draw), and rng_replay
+    draws the same bits again."""
+    from minitransformer import backend
+    mt.manual_seed(0)
+    mark = backend.rng_fork()
+    bits = host(backend.random_bits((2 ** 15, 2)))
+    assert bits.dtype == np.uint32
+    for half in (bits[:, 0], bits[:, 1]):
+        frequency = ((half[:, None] >> np.arange(32, dtype=np.uint32)) & 1).mean(axis=0)
+        assert np.abs(frequency - 0.5).max() < 5 * math.sqrt(0.25 / half.size)
+    with backend.rng_replay(mark):
+        np.testing.assert_array_equal(host(backend.random_bits((2 ** 15, 2))), bits)
+
+
 def test_dropout_is_identity_when_not_training_or_p_zero():
     x = leaf([1.0, 2.0])
     assert F.dropout(x, 0.5, training=False) is x

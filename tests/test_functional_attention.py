@@ -110,6 +110,25 @@ def test_attention_dropout_drops_weights_but_reports_them_before():
     assert not np.allclose(out.numpy(), (weights.numpy() @ v.numpy()))
 
 
+def test_attention_softmax_in_cache_sized_blocks_equals_the_whole(monkeypatch):
+    """Scores above common.PIECE elements are normalised block by block of rows (on the
+    CPU): the very same weights and output as in one piece, fully masked rows included."""
+    from minitransformer.functional import common
+    rng = np.random.default_rng(0)
+    q, k, v = (mt.tensor(rng.standard_normal((2, 3, 150, 8)).astype(np.float32))
+               for _ in range(3))
+    mask = rng.random((2, 1, 150, 150)) > 0.3
+    mask[0, 0, 5] = False  # a query with nothing to attend to
+    results = []
+    for piece in (1100, q.size * 1000):  # blocks of 7 rows (the last one short), then whole
+        monkeypatch.setattr(common, "PIECE", piece)
+        out, weights = F.scaled_dot_product_attention(q, k, v, mask)
+        results.append((out.numpy(), weights.numpy()))
+    for blocks, whole in zip(*results):
+        np.testing.assert_array_equal(blocks, whole)
+    assert (results[0][1][0, :, 5] == 0).all() and (results[0][0][0, :, 5] == 0).all()
+
+
 def test_attention_errors_name_shapes_and_dtypes():
     q, k = leaf(np.ones((2, 3, 4))), leaf(np.ones((2, 5, 4)))
     attend = F.scaled_dot_product_attention

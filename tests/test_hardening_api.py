@@ -87,6 +87,20 @@ def test_decoding_arguments_are_checked(call, error, message):
         call(tiny_gpt())
 
 
+def test_sampling_distribution_checks_its_arguments():
+    logits = mt.tensor(np.zeros((1, 4))).data
+    with pytest.raises(ValueError, match="sampling_distribution: temperature must be a finite"):
+        generate.sampling_distribution(logits, temperature=float("nan"))
+    with pytest.raises(TypeError, match="sampling_distribution: top_k must be an integer"):
+        generate.sampling_distribution(logits, top_k=1.5)
+
+
+def test_random_generators_refuse_unknown_devices():
+    for call in (lambda: mt.backend.rng("cuda"), lambda: mt.backend.rng_fork("cuda")):
+        with pytest.raises(ValueError, match="device must be 'cpu' or 'gpu'"):
+            call()
+
+
 def test_decoding_accepts_numpy_integers():
     tokens = generate.sample(tiny_gpt(), PROMPT, np.int64(2), top_k=np.int64(3),
                              eos_id=np.int64(6))

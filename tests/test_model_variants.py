@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import minitransformer as mt
 from minitransformer import nn
+from test_components import paper_alibi_slopes
 from test_models import check_all_grads, dev, seeds
 
 variants = st.fixed_dictionaries(dict(
@@ -83,3 +84,18 @@ def test_positions_change_what_the_model_computes():
         same = np.allclose(model(ids).numpy()[0, -1], model(swapped).numpy()[0, -1],
                            rtol=1e-12, atol=1e-12)
         assert same == (positions == "none"), positions
+
+
+def test_alibi_gpt_in_float64_uses_the_exact_slopes():
+    """12 heads: the slopes 2^(-k/2) are not powers of two, so a float32 bias would be
+    off by ~1e-7 relative; a float64 model gets them in float64 (the paper's values)."""
+    model = variant_gpt(0, dict(positions="alibi"), num_heads=12, d_model=24)
+    ids = dev(np.random.default_rng(0).integers(0, 11, (2, 9)))
+    slopes = np.array(paper_alibi_slopes(12))
+    distance = np.abs(np.arange(9)[:, None] - np.arange(9)[None, :])
+    bias = mt.tensor(-slopes[:, None, None] * distance)
+    x = model.token_embedding(ids)
+    for block in model.blocks:
+        x = block(x, mt.masks.causal_mask(9, device=x.device), None, bias)
+    expected = model.lm_head(model.final_norm(x)).numpy()
+    np.testing.assert_allclose(model(ids).numpy(), expected, rtol=0, atol=1e-14)

@@ -166,8 +166,8 @@ def test_transformer_argument_errors():
         model(dev([[1.0, 2.0]]), tgt)
     with pytest.raises(ValueError, match=r"tgt has shape \(2,\), expected \(B, L\)"):
         model(src, dev([1, 2]))
-    with pytest.raises(ValueError, match=r"src_mask has shape \(1, 1, 3, 3\), expected a shape "
-                                         r"broadcastable to \(B, H, Lq, Lk\) = \(1, 2, 1, 3\)"):
+    with pytest.raises(ValueError, match=r"src_mask has shape \(1, 1, 3, 3\), expected one that "
+                                         r"broadcasts to \(B, H, Lq, Lk\) = \(1, 2, 1, 3\)"):
         model(src, tgt, src_mask=np.ones((1, 1, 3, 3), bool))
     with pytest.raises(ValueError, match=r"tgt_mask has shape \(3, 3\)"):
         model(src, tgt, tgt_mask=np.ones((3, 3), bool))

@@ -277,8 +277,8 @@ def test_attention_argument_errors():
     with pytest.raises(ValueError, match="num_kv_heads=3 must be a positive integer dividing "
                                          "num_heads=8"):
         nn.MultiHeadAttention(64, 8, num_kv_heads=3)
-    with pytest.raises(ValueError, match=r"mask has shape \(2, 1, 1, 4\), expected a shape "
-                                         r"broadcastable to \(B, H, Lq, Lk\) = \(2, 8, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 1, 1, 4\), expected one that "
+                                         r"broadcasts to \(B, H, Lq, Lk\) = \(2, 8, 3, 3\)"):
         mha(x, x, x, np.ones((2, 1, 1, 4), bool))
     with pytest.raises(TypeError, match="mask must be a boolean array .* got int64"):
         mha(x, x, x, mt.tensor(np.ones((2, 1, 1, 3), np.int64)))

@@ -324,7 +324,7 @@ def test_encode_errors_and_empty_input(tiny):
     assert encoder.encode([]).shape == (0, TINY["hidden_size"])
     with pytest.raises(TypeError, match="list of str"):
         encoder.encode("one sentence")
-    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         encoder.encode(["a"], batch_size=0)
     with pytest.raises(TypeError, match="list of str, but item 1 is int"):
         encoder.encode(["a", 3])

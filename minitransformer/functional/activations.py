@@ -65,7 +65,8 @@ class SiLU(Function):
     d/dx = s + x s (1 - s) = s (1 + x (1 - s))."""
     def forward(self, x):
         self.x = x
-        self.s = 1 / (1 + self.xp.exp(-x))
+        e = self.xp.exp(-abs(x))  # <= 1: sigmoid without overflow for any x
+        self.s = self.xp.where(x >= 0, 1, e) / (1 + e)
         return x * self.s
 
     def backward(self, grad):
@@ -74,6 +75,7 @@ class SiLU(Function):
 
 def silu(x):
     """x * sigmoid(x), the gate of SwiGLU (LLaMA's feed-forward)."""
+    floating("silu", x=x)
     return SiLU.apply(x)
 
 
@@ -240,8 +242,7 @@ class Dropout(Function):
 def dropout(x, p, training):
     """Zero each element with probability ``p`` and scale the rest by 1 / (1 - p) while
     ``training``; otherwise, or when p == 0, return ``x`` itself."""
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    p = arguments.fraction("dropout", "p", p)
     if not training or p == 0:
         return x
     return Dropout.apply(x, p=p)

@@ -2,10 +2,10 @@
 grouped-query heads."""
 import math
 
-from .. import backend
+from .. import arguments, backend
 from ..autograd import Function, Tensor
 from ..ops.arithmetic import unbroadcast
-from .common import array_like, floating, keep_mask, widened
+from .common import array_like, floating, keep_mask, softmax_rows_, widened
 
 
 class ScaledDotProductAttention(Function):
@@ -25,13 +25,7 @@ class ScaledDotProductAttention(Function):
             self.bias_shape = bias.shape
         if mask is not None:
             xp.copyto(scores, -xp.inf, where=~mask)
-        top = scores.max(axis=-1, keepdims=True)
-        top[top == -xp.inf] = 0  # a fully masked row: exp(-inf - 0) = 0 rather than NaN
-        scores -= top
-        probs = xp.exp(scores, out=scores)
-        total = probs.sum(axis=-1, keepdims=True)
-        total[total == 0] = 1  # ... and its weights stay 0, so its output is 0
-        probs /= total
+        probs = softmax_rows_(scores)  # a fully masked row gets weights 0, output 0
         weights_out.append(probs)  # Function.apply returns one tensor; weights leave here
         self.keep = None
         if dropout_p:
@@ -66,14 +60,6 @@ class ScaledDotProductAttention(Function):
             gk = unbroadcast(gs.swapaxes(-1, -2) @ self.q_scaled, k.shape)
         gb = unbroadcast(gs, self.bias_shape) if needs_bias else None
         return gq, gk, gv, gb
-
-
-def _check_scores_operand(name, arg, value, scores):
-    """``value`` (mask or bias) must broadcast to the scores' shape."""
-    if value.ndim > len(scores) or any(m not in (1, n) for m, n in
-                                       zip(value.shape[::-1], scores[::-1])):
-        raise ValueError(f"{name}: {arg} has shape {value.shape}, expected one that "
-                         f"broadcasts to the scores' (..., Lq, Lk) = {scores}")
 
 
 def _kv_groups(name, q, k, v):
@@ -125,22 +111,24 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
     except ValueError:
         raise ValueError(f"{name}: the leading dims of q {q.shape}, k {k.shape} and "
                          f"v {v.shape} do not broadcast") from None
-    if not 0 <= dropout_p < 1:
-        raise ValueError(f"{name}: dropout_p must be in [0, 1), got {dropout_p}")
-    scores = batch + (q.shape[-2], k.shape[-2])
+    arguments.fraction(name, "dropout_p", dropout_p)
+    scores, scores_name = batch + (q.shape[-2], k.shape[-2]), "the scores' (..., Lq, Lk)"
     if mask is not None:
         mask = array_like(mask, q)
         if mask.dtype != bool:
             raise TypeError(f"{name}: mask must be boolean (True = may attend), "
                             f"got dtype {mask.dtype}")
-        _check_scores_operand(name, "mask", mask, scores)
+        arguments.broadcastable(name, "mask", mask.shape, scores, scores_name)
     if bias is not None:
         if not isinstance(bias, Tensor):
             bias = Tensor(array_like(bias, q))
+        if bias.device != q.device:  # a learned bias stays where its parameters are
+            raise backend.DeviceError(f"{name}: bias is on {bias.device!r} but q is on "
+                                      f"{q.device!r}; move one with .to({q.device!r})")
         if bias.dtype.kind != "f":
             raise TypeError(f"{name}: bias must be a float array added to the scores, got "
                             f"dtype {bias.dtype} (a boolean mask goes in mask=)")
-        _check_scores_operand(name, "bias", bias, scores)
+        arguments.broadcastable(name, "bias", bias.shape, scores, scores_name)
     if groups > 1:
         q, k, v = _group_heads(q, groups), _group_heads(k, 1), _group_heads(v, 1)
         mask, bias = _group_heads(mask, groups), _group_heads(bias, groups)

@@ -1,4 +1,5 @@
 """RMSNorm (Zhang and Sennrich, 2019): LayerNorm without the mean, as LLaMA uses."""
+from .. import arguments
 from ..autograd import Function
 from .common import floating
 
@@ -32,9 +33,14 @@ class RMSNorm(Function):
 
 def rms_norm(x, weight=None, eps=1e-6):
     """Divide the last axis of x (..., D) by its root mean square, then scale by
-    ``weight`` (D,) or None; no centring and no bias."""
-    floating("rms_norm", x=x)
-    if weight is not None and (x.ndim == 0 or weight.shape != (x.shape[-1],)):
+    ``weight`` (D,) or None; no centring and no bias. ``eps`` >= 0 is added to the
+    mean square."""
+    floating("rms_norm", x=x, **({} if weight is None else {"weight": weight}))
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"rms_norm: x has shape {x.shape}, expected (..., D) with D >= 1 "
+                         "features to normalise")
+    if weight is not None and weight.shape != (x.shape[-1],):
         raise ValueError(f"rms_norm: weight has shape {weight.shape}, expected "
-                         f"({x.shape[-1] if x.ndim else None},) for x of shape {x.shape}")
+                         f"({x.shape[-1]},) for x of shape {x.shape}")
+    eps = arguments.non_negative_number("rms_norm", "eps", eps)
     return RMSNorm.apply(*(t for t in (x, weight) if t is not None), eps=eps)

@@ -1,7 +1,8 @@
 """Rotary position embedding (RoPE, Su et al. 2021): positions enter attention by
 rotating each query and key, not by adding a vector to the token embedding."""
-from ..autograd import Function
-from .common import array_like
+from .. import arguments
+from ..autograd import Function, Tensor
+from .common import floating, indices
 
 
 class RotaryEmbedding(Function):
@@ -25,23 +26,22 @@ class RotaryEmbedding(Function):
 
 
 def rotary_embedding(x, positions, base=10000.0):
-    """RoPE: x (..., L, d) with d even, integer ``positions`` (L,) or broadcastable to
-    x.shape[:-1] -> (..., L, d). Pair i turns by positions * theta_i with
+    """RoPE: x (..., L, d) with d even, integer ``positions`` >= 0, (L,) or broadcastable
+    to x.shape[:-1] -> (..., L, d). Pair i turns by positions * theta_i with
     theta_i = base^(-2i/d), i < d/2, so that a query at position m and a key at n
     meet in a dot product that depends on m - n only: (R_m q).(R_n k) = q.(R_{n-m} k).
     With a KV cache, give new tokens the positions after the cached ones."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"rotary_embedding: x must be a Tensor, got {type(x).__name__}; "
+                        "wrap it with mt.tensor(x)")
+    floating("rotary_embedding", x=x)  # integers would round cos and sin to 0 and 1
     if x.ndim < 2 or x.shape[-1] % 2:
         raise ValueError(f"rotary_embedding: x must be (..., L, d) with an even d, got "
-                         f"shape {x.shape}")
-    positions = array_like(positions, x)
-    if positions.dtype.kind not in "iu":
-        raise TypeError(f"rotary_embedding: positions must be integers, got dtype "
-                        f"{positions.dtype}")
-    lead = x.shape[:-1]
-    if positions.ndim > len(lead) or any(p not in (1, n) for p, n in
-                                         zip(positions.shape[::-1], lead[::-1])):
-        raise ValueError(f"rotary_embedding: positions have shape {positions.shape}, "
-                         f"expected one that broadcasts to x's (..., L) = {lead}")
+                         f"shape {x.shape}; give each head an even size")
+    base = arguments.positive_number("rotary_embedding", "base", base)
+    positions = indices(positions, x, None, "rotary_embedding: positions")
+    arguments.broadcastable("rotary_embedding", "positions", positions.shape, x.shape[:-1],
+                            "x's (..., L)")
     xp, d = x.xp, x.shape[-1]
     theta = base ** (-xp.arange(0, d, 2, dtype=xp.float64) / d)  # float64: exact angles
     return RotaryEmbedding.apply(x, angles=positions[..., None] * theta)

@@ -116,8 +116,16 @@ class MultiHeadAttention(Module):
         if num_heads % num_kv_heads:
             raise ValueError(f"MultiHeadAttention: num_kv_heads={num_kv_heads!r} must be a "
                              f"positive integer dividing num_heads={num_heads}")
-        self.d_model, self.num_heads, self.dropout = d_model, num_heads, dropout
+        self.d_model, self.num_heads = d_model, num_heads
+        self.dropout = arguments.fraction("MultiHeadAttention", "dropout", dropout)
         self.num_kv_heads, self.head_dim = num_kv_heads, d_model // num_heads
+        if rotary_base is not None:
+            rotary_base = arguments.positive_number("MultiHeadAttention", "rotary_base",
+                                                    rotary_base)
+            if self.head_dim % 2:
+                raise ValueError(f"MultiHeadAttention: RoPE rotates pairs of features, but "
+                                 f"the head size d_model/num_heads = {self.head_dim} is odd; "
+                                 "choose d_model and num_heads with an even quotient")
         self.rotary_base = rotary_base
         self.use_attention(attention, block_size)
         self.w_q = Linear(d_model, d_model, bias)

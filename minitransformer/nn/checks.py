@@ -1,7 +1,7 @@
 """Argument checks shared by the layers and models, so that a wrong shape, dtype or
 device fails at the public entry point with a message naming the argument, what was
 expected and what was given -- not deep inside a matmul."""
-from .. import backend
+from .. import arguments, backend
 from ..autograd import Tensor
 
 
@@ -34,10 +34,7 @@ def check_mask(owner, name, mask, shape, device):
         given = getattr(data, "dtype", type(data).__name__)
         raise TypeError(f"{owner}: {name} must be a boolean array (True = may attend), "
                         f"got {given}")
-    if data.ndim > len(shape) or any(
-            m not in (1, n) for m, n in zip(reversed(data.shape), reversed(shape))):
-        raise ValueError(f"{owner}: {name} has shape {data.shape}, expected a shape "
-                         f"broadcastable to (B, H, Lq, Lk) = {shape}")
+    arguments.broadcastable(owner, name, data.shape, shape, "(B, H, Lq, Lk)")
     if backend.device_of(data) != device:
         raise backend.DeviceError(f"{owner}: {name} is on {backend.device_of(data)!r} but the "
                                   f"parameters are on {device!r}; build it on {device!r}")

@@ -12,6 +12,7 @@ import math
 from .. import arguments, backend
 from .. import functional as F
 from ..autograd import Tensor
+from ..masks import check_lengths
 from ..ops import where
 from .module import Module, Parameter
 
@@ -126,7 +127,7 @@ class RMSNorm(Module):
 
     def __init__(self, dim, eps=1e-6):
         dim, = _sizes("RMSNorm", dim=dim)
-        self.dim, self.eps = dim, eps
+        self.dim, self.eps = dim, arguments.non_negative_number("RMSNorm", "eps", eps)
         self.weight = _constant(1.0, (dim,))
 
     def forward(self, x):
@@ -144,9 +145,7 @@ class Dropout(Module):
     1/(1-p) (inverted dropout); the identity in eval mode."""
 
     def __init__(self, p=0.1):
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = p
+        self.p = arguments.fraction("Dropout", "p", p)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
@@ -212,6 +211,22 @@ class LearnedPositionalEmbedding(Module):
         return f"{self.max_len}, {self.dim}"
 
 
+def _exact_buckets(owner, bidirectional, num_buckets, max_distance):
+    """How many offsets get a bucket of their own (at least one), checking that the
+    logarithmic buckets reach past them to ``max_distance``."""
+    num_buckets, max_distance = _sizes(owner, num_buckets=num_buckets,
+                                       max_distance=max_distance)
+    exact = num_buckets // (4 if bidirectional else 2)
+    if exact < 1:
+        raise ValueError(f"{owner}: num_buckets={num_buckets} leaves no exact bucket; "
+                         f"expected num_buckets >= {4 if bidirectional else 2} "
+                         f"(bidirectional={bidirectional})")
+    if max_distance <= exact:
+        raise ValueError(f"{owner}: max_distance={max_distance} must exceed the {exact} "
+                         f"offsets that num_buckets={num_buckets} buckets exactly")
+    return exact
+
+
 def relative_position_bucket(relative, bidirectional=True, num_buckets=32, max_distance=128):
     """T5's bucket for each key-minus-query offset in the integer array ``relative``.
 
@@ -220,18 +235,23 @@ def relative_position_bucket(relative, bidirectional=True, num_buckets=32, max_d
     to ``max_distance``, past which they all fall in the last bucket. Bidirectional:
     keys after the query use the upper half of the buckets. Otherwise (causal) a key
     after the query gets bucket 0."""
-    xp = backend.get_array_module(relative)
-    distance = -relative  # how far back the key is
-    bucket = xp.zeros_like(relative)
+    owner = "relative_position_bucket"
+    max_exact = _exact_buckets(owner, bidirectional, num_buckets, max_distance)
+    data = relative.data if isinstance(relative, Tensor) else relative
+    data = data if backend.is_array(data) else backend.host.asarray(data)
+    if data.dtype.kind not in "iu":
+        raise TypeError(f"{owner}: relative must be integer offsets, got dtype {data.dtype}")
+    xp = backend.get_array_module(data)
+    distance = -data.astype(xp.int64)  # how far back the key is (int64: -int8(-128) fits)
+    bucket = xp.zeros_like(distance)
     if bidirectional:
         num_buckets //= 2
         bucket += (distance < 0) * num_buckets
         distance = xp.abs(distance)
     else:
         distance = xp.maximum(distance, 0)
-    max_exact = num_buckets // 2
     ratio = xp.log(xp.maximum(distance, 1) / max_exact) / math.log(max_distance / max_exact)
-    far = max_exact + (ratio * (num_buckets - max_exact)).astype(relative.dtype)
+    far = max_exact + (ratio * (num_buckets - max_exact)).astype(xp.int64)
     return bucket + xp.where(distance < max_exact, distance,
                              xp.minimum(far, num_buckets - 1))
 
@@ -245,15 +265,16 @@ class RelativePositionBias(Module):
 
     def __init__(self, num_heads, num_buckets=32, max_distance=128, bidirectional=True,
                  std=0.02):
-        num_heads, num_buckets, max_distance = _sizes(
-            "RelativePositionBias", num_heads=num_heads, num_buckets=num_buckets,
-            max_distance=max_distance)
+        num_heads, = _sizes("RelativePositionBias", num_heads=num_heads)
+        _exact_buckets("RelativePositionBias", bidirectional, num_buckets, max_distance)
+        num_buckets, max_distance = int(num_buckets), int(max_distance)
         self.num_heads, self.num_buckets = num_heads, num_buckets
         self.max_distance, self.bidirectional = max_distance, bidirectional
         self.weight = _normal(std, (num_buckets, num_heads))
 
     def forward(self, q_len, k_len=None):
         k_len = q_len if k_len is None else k_len
+        check_lengths("RelativePositionBias", q_len, k_len)
         xp = backend.xp(self.weight.device)
         relative = xp.arange(k_len)[None, :] - xp.arange(k_len - q_len, k_len)[:, None]
         buckets = relative_position_bucket(relative, self.bidirectional, self.num_buckets,

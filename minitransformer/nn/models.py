@@ -276,7 +276,8 @@ class GPT(Module):
             x = self.position_embedding(x, start=past)
         x = self.dropout(x)
         mask = causal_mask(length, past + length, device)
-        bias = (Tensor(alibi_bias(c.num_heads, length, past + length, device))
+        wide = x.dtype if x.dtype.itemsize > 4 else None  # float64 model: float64 slopes
+        bias = (Tensor(alibi_bias(c.num_heads, length, past + length, device, wide))
                 if c.positions == "alibi" else None)
         if self.relative_bias is not None:
             bias = self.relative_bias(length, past + length)

@@ -35,7 +35,7 @@ class FeedForward(Module):
     (A gated network has a third matrix: LLaMA takes d_ff about 8/3 d_model, not 4.)"""
 
     def __init__(self, d_model, d_ff, dropout=0.1, activation="relu", bias=True):
-        if activation not in {**ACTIVATIONS, **GATED}:
+        if not isinstance(activation, str) or activation not in {**ACTIVATIONS, **GATED}:
             raise ValueError(f"FeedForward: activation must be one of "
                              f"{sorted(ACTIVATIONS) + sorted(GATED)}, got {activation!r}")
         self.activation = activation

@@ -16,7 +16,7 @@ with the tokenizer in a ``SentenceEncoder``.
 import json
 import pathlib
 
-from .. import backend
+from .. import arguments, backend
 from ..autograd import Tensor, no_grad
 from ..nn.models import EncoderClassifier, EncoderClassifierConfig
 from ..ops import maximum
@@ -149,9 +149,8 @@ class SentenceEncoder:
         masked out of attention and pooling, so an embedding does not depend on its batch.
         """
         sentences = _list_of_str("SentenceEncoder.encode", "sentences", sentences)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"SentenceEncoder.encode: batch_size must be a positive int, "
-                             f"got {batch_size!r}")
+        batch_size = arguments.positive_integer("SentenceEncoder.encode", "batch_size",
+                                                batch_size)
         encoded = [self.tokenizer.encode(s) for s in sentences]
         out = backend.host.zeros((len(encoded), self.dim), dtype=backend.DEFAULT_DTYPE)
         with no_grad():
