@@ -1,8 +1,9 @@
 """Pre-training a tiny BERT: fill in the masked words of the Python reference manual.
 
 The text is ``pydoc_data.topics``, the reference behind ``help()`` that char_gpt.py also
-reads, less its underlines and table borders. It is cut into word pieces by our WordPiece tokenizer with all-MiniLM-L6-v2's
-vocabulary when that package is installed, else into whole words; the pieces seen at
+reads, less its underlines and table borders. It is cut into word pieces by our
+WordPiece tokenizer with all-MiniLM-L6-v2's vocabulary when that package is
+installed, else into whole words; the pieces seen at
 least twice in the training text are the vocabulary, the rest become [UNK]. Each
 training window of 62 pieces is framed as [CLS] ... [SEP] and corrupted the BERT way
 (``nn.mask_tokens``: 15% of the pieces chosen; of those 80% become [MASK], 10% a
