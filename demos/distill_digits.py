@@ -13,11 +13,11 @@ which say that this 7 looks a bit like a 1, are large enough to learn from. The 
 keeps the gradient's size independent of T.
 
 What to watch: the final table of held-out accuracies (the 360 held-out images of
-vit_digits.py) and parameter counts. The distilled student should land between the
-student trained on labels and the teacher.
+vit_digits.py) and parameter counts. Measured: teacher 98.9%, student 85.0%, distilled
+student 86.9% (one seed; the gap is 7 of 360 images).
 
     pip install -e ".[vision]"        # scikit-learn, for its bundled digits
-    python demos/distill_digits.py    # about four minutes on a 2-core CPU
+    python demos/distill_digits.py    # about three minutes on a 2-core CPU
 """
 import common  # first: it limits BLAS threads before NumPy loads
 import vit_digits

