@@ -79,7 +79,8 @@ def child(threads, repeats):
             times["sentence-transformers"])
         print(f"  ours / sentence-transformers time: {ratio:.2f}")
         gap = np.abs(outputs["ours"] - outputs["sentence-transformers"]).max()
-        print(f"  max |ours - sentence-transformers| over the {SENTENCES} embeddings: {gap:.1e}")
+        print(f"  max |ours - sentence-transformers| over the {SENTENCES} embeddings: "
+              f"{gap:.1e}")
     print(f"  max |ours - fixture reference| over its {len(fixture)} sentences: "
           f"{np.abs(outputs['ours'][:len(fixture)] - expected).max():.1e}")
     if peer is None:

@@ -54,6 +54,8 @@ class Tensor:
     __array_priority__ = 1000  # so ``ndarray + Tensor`` defers to Tensor.__radd__
 
     def __init__(self, data, requires_grad=False):
+        if requires_grad:
+            _check_differentiable(type(self).__name__, data.dtype)
         self._version = 0  # in-place writes through .data, e.g. ``x.data += 1``
         self.data = data
         self.grad = None

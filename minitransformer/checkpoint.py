@@ -8,6 +8,7 @@ used):
     optim/<index>/<state name>     each optimizer state array, e.g. ``optim/3/exp_avg``
     meta                           UTF-8 JSON as a uint8 array: step, config, extra, the
                                    model's own config, optimizer options and step counts,
+                                   a float16 run's loss scaler (``precision.LossScaler``),
                                    the CPU random generator's state and the GPU one's
                                    seed (see ``backend.reseed_gpu_rng``), so dropout
                                    and sampling continue identically on either device
@@ -22,6 +23,7 @@ data is read (so memory is bounded by the model's size, whatever the file claims
 Only then does it read and assign, so a refused checkpoint changes nothing.
 """
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -37,9 +39,11 @@ VERSION = 1
 _MAX_META_BYTES = 100_000_000  # the JSON metadata: a vocabulary in ``extra`` fits easily
 
 
-def save_checkpoint(path, model, optimizer=None, step=0, config=None, extra=None):
-    """Save ``model`` (and ``optimizer``) to ``path``, with the step reached, a ``config``
-    (a dataclass or a dict) and ``extra`` (anything JSON can hold, e.g. a vocabulary).
+def save_checkpoint(path, model, optimizer=None, step=0, config=None, extra=None,
+                    loss_scaler=None):
+    """Save ``model`` (and ``optimizer``, and a float16 run's ``loss_scaler``) to
+    ``path``, with the step reached, a ``config`` (a dataclass or a dict) and ``extra``
+    (anything JSON can hold, e.g. a vocabulary).
     The model's own ``model.config`` dataclass, if it has one, is saved too, so that
     ``load_checkpoint`` can refuse a model built differently."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -48,7 +52,8 @@ def save_checkpoint(path, model, optimizer=None, step=0, config=None, extra=None
     meta = {"format": FORMAT, "version": VERSION, "step": int(step), "config": config,
             "extra": extra, "model_config": _model_config(model),
             "rng_state": backend.get_rng_state(), "gpu_rng_seed": backend.reseed_gpu_rng(),
-            "optimizer": None}
+            "optimizer": None,
+            "loss_scaler": None if loss_scaler is None else loss_scaler.state_dict()}
     if optimizer is not None:
         meta["optimizer"] = _split_optimizer_state(optimizer, arrays)
     try:
@@ -79,10 +84,11 @@ def _write_atomically(path, arrays):
         raise
 
 
-def load_checkpoint(path, model, optimizer=None, strict_config=True):
-    """Load a checkpoint written by ``save_checkpoint`` into ``model`` (and ``optimizer``),
-    restore the CPU random generator, and return ``{"step", "config", "extra"}``
-    (``config`` as a dict: rebuild a dataclass with ``Config(**checkpoint["config"])``).
+def load_checkpoint(path, model, optimizer=None, strict_config=True, loss_scaler=None):
+    """Load a checkpoint written by ``save_checkpoint`` into ``model`` (and ``optimizer``,
+    and ``loss_scaler``), restore the random generators, and return ``{"step", "config",
+    "extra"}`` (``config`` as a dict: rebuild a dataclass with
+    ``Config(**checkpoint["config"])``).
 
     A checkpoint saved from a model whose ``model.config`` differs from this one's (say
     num_heads=2 against 4: the shapes agree while the function differs) is refused
@@ -98,6 +104,8 @@ def load_checkpoint(path, model, optimizer=None, strict_config=True):
         _check_model_entries(path, headers, expected)
         if optimizer is not None:
             expected.update(_optimizer_entries(path, meta["optimizer"], headers, optimizer))
+        if loss_scaler is not None:
+            _check_loss_scaler(path, meta.get("loss_scaler"), loss_scaler)
         with _unreadable(path):
             arrays = {name: _read_array(archive, name) for name in expected}
     if optimizer is not None:  # first: its load_state_dict checks all before changing any
@@ -107,6 +115,8 @@ def load_checkpoint(path, model, optimizer=None, strict_config=True):
             raise ValueError(f"load_checkpoint {path}: {exc}") from None
     model.load_state_dict({key[len("model/"):]: value for key, value in arrays.items()
                            if key.startswith("model/")})
+    if loss_scaler is not None:
+        loss_scaler.load_state_dict(meta["loss_scaler"])
     backend.set_rng_state(meta["rng_state"])
     if meta.get("gpu_rng_seed") is not None:  # absent from older checkpoints
         backend.set_gpu_rng_seed(meta["gpu_rng_seed"])
@@ -278,6 +288,18 @@ def _optimizer_entries(path, saved, headers, optimizer):
                              "optim/<index>/<name> of its parameter's shape")
         entries[entry] = shape
     return entries
+
+
+def _check_loss_scaler(path, saved, loss_scaler):
+    """Try the saved state on a copy of ``loss_scaler``, which it must fit."""
+    if saved is None:
+        raise ValueError(f"load_checkpoint {path}: the checkpoint has no loss scaler state; "
+                         "pass loss_scaler=None, or save one with "
+                         "save_checkpoint(loss_scaler=...)")
+    try:
+        copy.copy(loss_scaler).load_state_dict(saved)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"load_checkpoint {path}: {exc}") from None
 
 
 def _optimizer_state(arrays, saved):

@@ -24,34 +24,39 @@ class Recompute(Function):
 
     def backward(self, grad):
         inputs = [Tensor(t.data, requires_grad=t.requires_grad) for t in self.inputs]
-        args = iter(inputs)
+        fresh = iter(inputs)
         with no_grad(enabled=True), backend.rng_replay(self.rng_mark, self.device):
-            out = self.fn(*(None if a is None else next(args) for a in self.args))
+            out = self.fn(*(next(fresh) if isinstance(a, Tensor) else a for a in self.args))
         out.backward(grad)
         return tuple(t.grad for t in inputs)
 
 
-def recompute(fn, *tensors):
-    """``fn(*tensors)`` (a Tensor), without keeping the graph inside ``fn``: it is
-    rebuilt during the backward pass. ``fn`` must be deterministic apart from its random
-    draws (dropout), which are replayed. Every Tensor with a graph that ``fn`` reads must
-    be one of ``tensors`` (None entries are passed on as None); parameters and other
-    arguments (masks, flags) may come from a closure, e.g.
-    ``recompute(lambda h: block(h, mask), x)``."""
-    inputs = [t for t in tensors if t is not None]
-    if not all(isinstance(t, Tensor) for t in inputs) or not inputs:
-        raise TypeError(f"recompute: tensors must be Tensors (or None), at least one, got "
-                        f"{[type(t).__name__ for t in tensors]}")
+def recompute(fn, *args):
+    """``fn(*args)`` (a Tensor), without keeping the graph inside ``fn``: it is rebuilt
+    during the backward pass. ``fn`` must be deterministic apart from its random draws
+    (dropout), which are replayed. Every Tensor with a graph that ``fn`` reads must be
+    one of ``args``; other arguments (None, masks, flags) are passed on as they are, and
+    parameters may come from a closure, e.g. ``recompute(lambda h: block(h, mask), x)``."""
+    if not callable(fn):
+        raise TypeError(f"recompute: fn must be a function or module to call, got "
+                        f"{type(fn).__name__}; the tensors go after it: recompute(fn, x)")
+    inputs = [a for a in args if isinstance(a, Tensor)]
+    if not inputs:
+        raise TypeError(f"recompute: at least one argument must be a Tensor (the inputs "
+                        f"whose gradients flow back), got {[type(a).__name__ for a in args]}")
     if not is_grad_enabled():
-        return fn(*tensors)
+        return fn(*args)
     device = inputs[0].device
     rng_mark = backend.rng_fork(device)
-    out = fn(*tensors)  # its graph is dropped on return; built only to learn requires_grad
+    out = fn(*args)  # its graph is dropped on return; built only to learn requires_grad
+    if not isinstance(out, Tensor):
+        raise TypeError(f"recompute: fn must return one Tensor, got {type(out).__name__}; "
+                        "recompute each output's function separately")
     if not out.requires_grad:
         return out
     node = Recompute()
     node.record(inputs)  # backward will refuse inputs changed in place after this
-    node.xp, node.args, node.fn = out.xp, tensors, fn
+    node.xp, node.args, node.fn = out.xp, args, fn
     node.rng_mark, node.device = rng_mark, device
     result = Tensor(out.data, requires_grad=True)
     result._ctx = node

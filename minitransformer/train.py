@@ -77,7 +77,8 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
                  weights, the loss is multiplied by ``loss_scaler.scale`` (by default a
                  ``LossScaler()``) and the gradients divided by it. A step whose gradients
                  overflow is skipped, not applied: its number goes to ``history.skipped``
-                 and the scale is halved.
+                 and the scale is halved. To resume such a run exactly, save and load
+                 the scaler with the checkpoint (``loss_scaler=`` of both functions).
 
     A loss or (in float32) a gradient norm that is inf or nan stops training with a
     ``FloatingPointError`` naming the step, before it reaches the parameters.
@@ -99,6 +100,8 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
                                              accumulate_steps, count_tokens, scaler)
         if scaler is not None and not scaler.unscale_(model.parameters()):
             history.skipped.append(step)  # an overflow: no update, a smaller scale next
+            if clip_norm is not None:  # one norm per step, inf or nan here
+                history.grad_norms.append(grad_norm(model.parameters()))
         else:
             _finite_gradients(model, clip_norm, history, step, loss)
             optimizer.step()
@@ -208,6 +211,9 @@ def _loss_scaler(model, precision, loss_scaler):
     if wrong:
         raise TypeError(f"fit: precision='float16' keeps float32 master weights, but the "
                         f"model has {', '.join(wrong)} parameters; model.to(dtype='float32')")
+    if loss_scaler is not None and not isinstance(loss_scaler, LossScaler):
+        raise TypeError(f"fit: loss_scaler must be a precision.LossScaler, got "
+                        f"{type(loss_scaler).__name__}; e.g. LossScaler(scale={loss_scaler!r})")
     return LossScaler() if loss_scaler is None else loss_scaler
 
 

@@ -123,3 +123,19 @@ def test_models_with_blockwise_attention_match_plain(model):
 def test_multi_head_attention_rejects_unknown_attention():
     with pytest.raises(ValueError, match="attention must be 'plain' or 'blockwise', got 'x'"):
         mt.nn.MultiHeadAttention(8, 2, attention="x")
+
+
+def test_gpt_gives_blockwise_attention_the_causal_flag_not_a_mask(monkeypatch):
+    """GPT's causal blocks reach the tile skipping: no (L, L) mask is built for them."""
+    calls = []
+
+    def spy(q, k, v, mask, bias, causal, *rest):
+        calls.append((mask, causal))
+        return blockwise(q, k, v, mask, bias, causal, *rest)
+    blockwise = F.blockwise_attention
+    monkeypatch.setattr(F, "blockwise_attention", spy)
+    net = mt.nn.GPT(mt.nn.GPTConfig(11, max_len=8, d_model=8, num_heads=2, num_layers=2,
+                                    attention="blockwise", attention_block_size=2))
+    net(mt.tensor(np.ones((1, 6), int)))
+    assert calls == [(None, True)] * 2
+    assert "causal=True" in repr(net.blocks[0].self_attn)

@@ -15,6 +15,7 @@ from minitransformer import functional as F
 from minitransformer.checkpoint import load_checkpoint, save_checkpoint
 from minitransformer.nn import Module, Parameter
 from minitransformer.optim import SGD, Adam, AdamW, warmup_cosine
+from minitransformer.precision import LossScaler
 from minitransformer.train import fit
 
 
@@ -170,6 +171,53 @@ def test_resume_continues_exactly(tmp_path):
     assert len(set(full.losses)) == 8
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(resumed_model.state_dict()[name], value)
+
+
+def test_a_float16_run_resumes_with_its_loss_scale(tmp_path):
+    """The loss scaler's state rides in the checkpoint: resumed at step 3, a float16 run
+    ends with the scale, clean steps and weights of the run that went straight through
+    (without it, the scale would restart at 2^15)."""
+    path = tmp_path / "step3.npz"
+    options = dict(steps=6, log_every=0, precision="float16")
+
+    def save_at_3(step, history):
+        if step == 3:
+            save_checkpoint(path, model, optimizer, step, loss_scaler=scaler)
+
+    model, scaler = MLP(Config()), LossScaler(scale=2.0 ** 10, growth_interval=2)
+    optimizer = Adam(model.parameters())
+    fit(model, optimizer, random_batch, classification_loss, seed=0, callback=save_at_3,
+        loss_scaler=scaler, **options)
+    resumed, resumed_scaler = MLP(Config(), seed=99), LossScaler(growth_interval=2)
+    resumed_optimizer = Adam(resumed.parameters())
+    step = load_checkpoint(path, resumed, resumed_optimizer,
+                           loss_scaler=resumed_scaler)["step"]
+    assert resumed_scaler.state_dict() == {"scale": 2.0 ** 11, "clean_steps": 1,
+                                           "skipped_steps": 0}
+    fit(resumed, resumed_optimizer, random_batch, classification_loss, start_step=step,
+        loss_scaler=resumed_scaler, **options)
+    assert resumed_scaler.state_dict() == scaler.state_dict()
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value)
+
+
+def test_a_loss_scaler_state_is_checked_before_anything_is_assigned(tmp_path):
+    model, _ = trained(steps=1)
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, model)
+    with pytest.raises(ValueError, match="no loss scaler state; pass loss_scaler=None"):
+        load_checkpoint(path, model, loss_scaler=LossScaler())
+    save_checkpoint(path, model, loss_scaler=LossScaler())
+    bad = resave(tmp_path, path, loss_scaler={"scale": -1.0, "clean_steps": 0,
+                                              "skipped_steps": 0})
+    fresh, scaler = MLP(Config(), seed=5), LossScaler(scale=8.0)
+    before = fresh.state_dict()
+    with pytest.raises(ValueError, match=r"changed\.npz: LossScaler: scale must be a finite "
+                                         r"number > 0, got -1\.0"):
+        load_checkpoint(bad, fresh, loss_scaler=scaler)
+    assert scaler.scale == 8.0
+    for name, value in before.items():
+        np.testing.assert_array_equal(fresh.state_dict()[name], value)
 
 
 def test_loading_into_a_different_shape_names_the_parameter(tmp_path):

@@ -56,6 +56,10 @@ BAD = [  # (call, exception, message pattern)
      ValueError, r"rms_norm: x has shape \(\), expected \(..., D\)"),
     (lambda: nn.RMSNorm(8, eps=float("nan")),
      ValueError, "RMSNorm: eps must be a finite number >= 0, got nan"),
+    (lambda: nn.LayerNorm(8, eps=-1e-5),  # the older norm, by the same rule
+     ValueError, "LayerNorm: eps must be a finite number >= 0, got -1e-05"),
+    (lambda: F.layer_norm(x(), None, None, eps="1e-5"),
+     TypeError, "layer_norm: eps must be a number, got '1e-5'"),
     (lambda: F.silu(mt.tensor(np.arange(4))),
      TypeError, "silu: x must be a floating tensor, got dtype int64"),
     (lambda: nn.FeedForward(8, 16, activation=["relu"]),

@@ -34,7 +34,8 @@ def test_tensor_refuses_what_is_not_numbers(data, message):
 
 @pytest.mark.parametrize("make", [lambda: mt.tensor([1, 2]).requires_grad_(),
                                   lambda: mt.tensor(np.ones(2, complex), requires_grad=True),
-                                  lambda: mt.tensor(np.ones(2, complex)).requires_grad_()])
+                                  lambda: mt.tensor(np.ones(2, complex)).requires_grad_(),
+                                  lambda: nn.Parameter(mt.tensor([1, 2]).data)])
 def test_requires_grad_needs_a_real_floating_dtype(make):
     with pytest.raises(TypeError, match="requires_grad needs a real floating dtype"):
         make()

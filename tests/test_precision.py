@@ -33,11 +33,48 @@ def test_unscale_divides_and_detects_overflow():
     assert not scaler.unscale_([p]) and scaler.scale == 2.0
 
 
-def test_loss_scaler_rejects_bad_settings():
-    with pytest.raises(ValueError, match="scale must be finite and > 0"):
-        LossScaler(scale=0.0)
-    with pytest.raises(ValueError, match="growth_interval must be a positive integer"):
-        LossScaler(growth_interval=0)
+@pytest.mark.parametrize("options, error, message", [
+    (dict(scale=0.0), ValueError, "LossScaler: scale must be a finite number > 0, got 0.0"),
+    (dict(scale="big"), TypeError, "LossScaler: scale must be a number, got 'big'"),
+    (dict(growth_interval=0), ValueError, "growth_interval must be a positive integer, got 0"),
+    (dict(growth_interval=2.0), TypeError, "growth_interval must be an integer, got 2.0"),
+    (dict(factor=1), ValueError, r"factor must be > 1 \(.*\), got 1"),
+])
+def test_loss_scaler_rejects_bad_settings(options, error, message):
+    with pytest.raises(error, match=message):
+        LossScaler(**options)
+    assert LossScaler(growth_interval=np.int64(3)).growth_interval == 3
+
+
+def test_the_scale_stays_within_float16s_range():
+    """Growth stops at 2^24; an overflow at 2^-24 is the model's own inf or nan, which
+    would otherwise halve the scale to 0 and skip every step from then on, silently."""
+    scaler = LossScaler(scale=2.0 ** 23, growth_interval=1)
+    for _ in range(3):
+        scaler.update(True)
+    assert scaler.scale == 2.0 ** 24 and scaler.clean_steps == 0
+    scaler = LossScaler(scale=2.0 ** -23)
+    scaler.update(False)
+    assert scaler.scale == 2.0 ** -24
+    with pytest.raises(FloatingPointError, match="even with the loss scaled by 5.96046e-08, "
+                                                 "so float16 overflow is not the cause"):
+        scaler.update(False)
+    assert (scaler.scale, scaler.skipped_steps) == (2.0 ** -24, 1)
+
+
+def test_loss_scaler_state_round_trips_and_is_checked():
+    scaler = LossScaler(scale=8.0, growth_interval=3)
+    for finite in (True, False, True):
+        scaler.update(finite)
+    again = LossScaler(growth_interval=3)
+    again.load_state_dict(scaler.state_dict())
+    assert again.state_dict() == scaler.state_dict() == {
+        "scale": 4.0, "clean_steps": 1, "skipped_steps": 1}
+    with pytest.raises(ValueError, match=r"keys \['clean_steps', 'scale', 'skipped_steps'\]"):
+        again.load_state_dict({"scale": 1.0})
+    with pytest.raises(ValueError, match="clean_steps must be an integer >= 0, got -1"):
+        again.load_state_dict({**scaler.state_dict(), "scale": 2.0, "clean_steps": -1})
+    assert again.scale == 4.0  # a refused state changes nothing
 
 
 def test_half_precision_computes_in_float16_and_keeps_float32_masters():
@@ -124,6 +161,28 @@ def test_an_overflowing_step_is_skipped_not_applied():
     assert scaler.scale == 2.0 ** (30 - len(history.skipped)) and scaler.clean_steps > 0
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero")
+def test_a_nan_gradient_of_the_model_itself_stops_a_float16_run():
+    """A finite loss with a nan gradient (sqrt at 0) is no overflow: after the scale has
+    come down to 2^-24 the run stops with FloatingPointError, as it does in float32."""
+    mt.manual_seed(0)
+    model = mt.nn.Linear(2, 1)
+    x = mt.tensor(np.ones((3, 2), np.float32))
+    scaler = LossScaler(scale=2.0 ** -22)
+    with pytest.raises(FloatingPointError, match="float16 overflow is not the cause"):
+        mt.fit(model, SGD(model.parameters(), lr=0.1), itertools.repeat(None),
+               lambda m, _: mt.ops.sqrt((m(x) * 0).sum()), 10, log_every=0,
+               precision="float16", loss_scaler=scaler)
+    assert scaler.skipped_steps == 2
+
+
+def test_skipped_steps_keep_one_gradient_norm_per_step():
+    _, _, history = train("float16", steps=3, loss_scaler=LossScaler(2.0 ** 60),
+                          clip_norm=1.0)
+    assert history.skipped == [1, 2, 3] and len(history.grad_norms) == 3
+    assert not np.isfinite(history.grad_norms).any()
+
+
 def test_fit_checks_the_precision_options():
     model = mt.nn.Linear(2, 2)
     def fit(**options):
@@ -133,6 +192,9 @@ def test_fit_checks_the_precision_options():
         fit(precision="x")
     with pytest.raises(ValueError, match="loss_scaler is for precision='float16'"):
         fit(loss_scaler=LossScaler())
+    with pytest.raises(TypeError, match="loss_scaler must be a precision.LossScaler, got "
+                                        r"float; e.g. LossScaler\(scale=1024.0\)"):
+        fit(precision="float16", loss_scaler=1024.0)
     model.to(dtype="float64")
     with pytest.raises(TypeError, match="keeps float32 master weights, but the model has "
                                         "float64 parameters"):

@@ -66,3 +66,40 @@ def test_int8_minilm_keeps_its_embeddings():
     quantize_int8(encoder.model)
     cosines = (encoder.encode(sentences) * full).sum(axis=1)  # both unit length
     assert cosines.mean() >= 0.99 and cosines.min() >= 0.95
+
+
+def test_quantized_models_refuse_saving_and_bad_arguments(tmp_path):
+    """The codes are buffers, which state_dict leaves out: saving would silently keep
+    only the float parts (a reload once gave logits 0.18 off), so it is refused."""
+    model = quantize_int8(mt.nn.GPT(mt.nn.GPTConfig(11, max_len=8, d_model=8, num_heads=2,
+                                                    num_layers=1)))
+    with pytest.raises(TypeError, match="blocks.0.self_attn.w_q is a QuantizedLinear, whose "
+                                        "int8 codes are buffers, which are not saved; save "
+                                        "the float model"):
+        mt.save_checkpoint(tmp_path / "int8.npz", model)
+    with pytest.raises(TypeError, match="quantize_int8: model must be a Module .* got ndarray"):
+        quantize_int8(np.ones(3))
+    with pytest.raises(TypeError, match="got Linear; a lone Linear becomes QuantizedLinear"):
+        quantize_int8(Linear(2, 3))
+    with pytest.raises(TypeError, match="QuantizedLinear: expected a Linear to quantize, got "
+                                        "Embedding"):
+        QuantizedLinear(mt.nn.Embedding(3, 2))
+
+
+def test_quantized_layers_pass_gradients_on_but_do_not_train():
+    """Frozen codes: the input gets x's gradient through s q; the tied GPT output layer
+    keeps its own codes while the embedding stays a (trainable) float parameter."""
+    quantized = QuantizedLinear(Linear(3, 2))
+    x = mt.tensor(np.random.default_rng(0).standard_normal((4, 3)), dtype="float32",
+                  requires_grad=True)
+    quantized(x).sum().backward()
+    assert quantized.parameters() == []
+    expected = np.ones((4, 2)) @ host(quantized.weight.data)
+    np.testing.assert_allclose(host(x.grad), expected, rtol=1e-6)
+    gpt = mt.nn.GPT(mt.nn.GPTConfig(11, max_len=8, d_model=8, num_heads=2, num_layers=1))
+    quantize_int8(gpt)
+    assert isinstance(gpt.lm_head, QuantizedLinear)
+    assert "token_embedding.weight" in dict(gpt.named_parameters())
+    np.testing.assert_allclose(host(gpt.lm_head.weight.data),  # a copy of the embedding
+                               host(gpt.token_embedding.weight.data),
+                               atol=host(gpt.lm_head.scale.data).max() / 2 + 1e-9)

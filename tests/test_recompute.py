@@ -103,5 +103,29 @@ def test_recompute_keeps_no_graph_inside_and_checks_its_arguments():
     assert type(out._ctx).__name__ == "Recompute" and out._ctx.inputs == [x]
     with mt.no_grad():
         assert mt.recompute(lambda h: h * 2, x)._ctx is None
-    with pytest.raises(TypeError, match="recompute: tensors must be Tensors"):
+    with pytest.raises(TypeError, match=r"at least one argument must be a Tensor .* got "
+                                        r"\['ndarray'\]"):
         mt.recompute(lambda h: h, np.ones(3))
+    with pytest.raises(TypeError, match="fn must be a function or module to call, got int"):
+        mt.recompute(3, x)
+    with pytest.raises(TypeError, match="fn must return one Tensor, got tuple"):
+        mt.recompute(lambda h: (h, h), x)
+
+
+def test_recompute_passes_other_arguments_on_unchanged():
+    """Masks, numbers and None may sit among the tensors, as in a block's signature."""
+    rng = np.random.default_rng(0)
+    w = mt.tensor(rng.standard_normal((4, 4)), requires_grad=True)
+    x = mt.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    keep = mt.tensor(rng.random((3, 4)) < 0.5).data  # an array on the device, no Tensor
+
+    def block(h, mask, scale, nothing):
+        assert nothing is None
+        return ((h @ w) * mask * scale).tanh()
+    grads = []
+    for wrap in (lambda f, *a: f(*a), mt.recompute):
+        w.grad = x.grad = None
+        wrap(block, x, keep, 3.0, None).sum().backward()
+        grads.append((mt.backend.to_numpy(w.grad), mt.backend.to_numpy(x.grad)))
+    for plain, again in zip(*grads):
+        np.testing.assert_array_equal(plain, again)

@@ -118,10 +118,10 @@ class BlockwiseAttention(Function):
         xp = self.xp
         q, k, v, out = self.q, self.k, self.v, self.out
         grad = grad.astype(out.dtype, copy=False)
-        needs = self.needs_input_grad
-        gq, gk, gv = xp.zeros(q.shape, q.dtype), xp.zeros(k.shape, k.dtype), xp.zeros(
-            v.shape, v.dtype)
-        gbias = None if self.bias is None else xp.zeros(self.bias.shape, self.bias.dtype)
+        needs_q, needs_k, needs_v, needs_bias = (self.needs_input_grad + [False])[:4]
+        gq, gk, gv, gbias = (xp.zeros(x.shape, x.dtype) if needed else None for x, needed in
+                             zip((q, k, v, self.bias), (needs_q, needs_k, needs_v, needs_bias)))
+        needs_scores = needs_q or needs_k or needs_bias  # dS, from dP and P
         rows_sum = (grad * out).sum(axis=-1, keepdims=True)  # D
         device = backend.device_of(q)
         replay = (backend.rng_replay(self.rng_mark, device) if self.dropout_p else
@@ -130,24 +130,29 @@ class BlockwiseAttention(Function):
             for rows, cols, diagonal in _tiles(q.shape[-2], k.shape[-2], self.block,
                                                self.causal):
                 p = xp.exp(self._scores(q, k, rows, cols, diagonal) - self.lse[..., rows, :])
+                keep = (keep_mask(p.shape, self.dropout_p, p.dtype, device)
+                        if self.dropout_p else None)  # drawn for every tile, in step
+                if needs_v:
+                    attended = p if keep is None else p * keep
+                    gv[..., cols, :] += attended.swapaxes(-1, -2) @ grad[..., rows, :]
+                if not needs_scores:
+                    continue
                 dp = grad[..., rows, :] @ v[..., cols, :].swapaxes(-1, -2)
-                attended = p
-                if self.dropout_p:
-                    keep = keep_mask(p.shape, self.dropout_p, p.dtype, device)
-                    attended, dp = p * keep, dp * keep
-                gv[..., cols, :] += attended.swapaxes(-1, -2) @ grad[..., rows, :]
+                if keep is not None:
+                    dp *= keep
                 ds = p * (dp - rows_sum[..., rows, :])
-                gq[..., rows, :] += ds @ k[..., cols, :]
-                gk[..., cols, :] += ds.swapaxes(-1, -2) @ q[..., rows, :]
-                if gbias is not None:
+                if needs_q:
+                    gq[..., rows, :] += ds @ k[..., cols, :]
+                if needs_k:
+                    gk[..., cols, :] += ds.swapaxes(-1, -2) @ q[..., rows, :]
+                if needs_bias:
                     r = rows if gbias.shape[-2] > 1 else slice(None)
                     c = cols if gbias.shape[-1] > 1 else slice(None)
                     gbias[..., r, c] += unbroadcast(ds, gbias[..., r, c].shape)
         q_shape, k_shape, v_shape = self.shapes
-        grads = (unbroadcast(gq * self.scale, q_shape) if needs[0] else None,
-                 unbroadcast(gk, k_shape) if needs[1] else None,
-                 unbroadcast(gv, v_shape) if needs[2] else None)
-        return grads if gbias is None else grads + (gbias if needs[3] else None,)
+        return (None if gq is None else unbroadcast(gq * self.scale, q_shape),
+                None if gk is None else unbroadcast(gk, k_shape),
+                None if gv is None else unbroadcast(gv, v_shape), gbias)
 
 
 def blockwise_attention(q, k, v, mask=None, bias=None, causal=False, dropout_p=0.0,

@@ -1,4 +1,5 @@
 """Linear maps, embedding lookups and layer normalisation."""
+from .. import arguments
 from ..autograd import Function, Tensor
 from .common import floating, indices
 
@@ -117,6 +118,7 @@ def layer_norm(x, weight, bias, eps=1e-5):
         if p is not None and p.shape != (dim,):
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected ({dim},) "
                              f"for x of shape {x.shape}")
+    eps = arguments.non_negative_number("layer_norm", "eps", eps)
     if weight is None and bias is not None:
         weight = Tensor(x.xp.ones_like(bias.data))  # keeps the inputs in (x, w, b) order
     return LayerNorm.apply(*(t for t in (x, weight, bias) if t is not None), eps=eps)

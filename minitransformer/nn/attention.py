@@ -10,6 +10,7 @@ convention of ``torch.nn.functional.scaled_dot_product_attention``;
 """
 from .. import arguments
 from .. import functional as F
+from ..masks import causal_mask, combine_masks
 from ..ops import concatenate
 from .checks import check_device, check_features, check_mask
 from .layers import Linear
@@ -95,6 +96,9 @@ class MultiHeadAttention(Module):
     to it and attends over all of them; a static (cross-attention) cache computes them
     from ``key``/``value`` once and then ignores those arguments.
     ``dropout`` is applied to the attention weights while training.
+    ``causal``: a query also sees only the keys up to its own position (queries aligned
+    to the end of the keys, so a cache needs nothing more); blockwise attention then
+    skips the tiles above the diagonal rather than masking them.
 
     After each call ``attention_weights`` holds the weights (B, H, Lq, Lk) as a Tensor
     without a graph, for visualisation.
@@ -105,7 +109,7 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, d_model, num_heads, dropout=0.0, bias=True, num_kv_heads=None,
-                 rotary_base=None, attention="plain", block_size=128):
+                 rotary_base=None, attention="plain", block_size=128, causal=False):
         d_model = arguments.positive_integer("MultiHeadAttention", "d_model", d_model)
         num_heads = arguments.positive_integer("MultiHeadAttention", "num_heads", num_heads)
         if d_model % num_heads:
@@ -126,7 +130,7 @@ class MultiHeadAttention(Module):
                 raise ValueError(f"MultiHeadAttention: RoPE rotates pairs of features, but "
                                  f"the head size d_model/num_heads = {self.head_dim} is odd; "
                                  "choose d_model and num_heads with an even quotient")
-        self.rotary_base = rotary_base
+        self.rotary_base, self.causal = rotary_base, causal
         self.use_attention(attention, block_size)
         self.w_q = Linear(d_model, d_model, bias)
         self.w_k = Linear(d_model, num_kv_heads * self.head_dim, bias)
@@ -159,9 +163,11 @@ class MultiHeadAttention(Module):
                           (batch, self.num_heads, lq, k.shape[2]), self.w_q.weight.device)
         if self.attention == "blockwise":
             out, weights = F.blockwise_attention(
-                q, k, v, mask, bias, dropout_p=self.dropout, training=self.training,
-                block_size=self.block_size), None
+                q, k, v, mask, bias, self.causal, self.dropout, self.training,
+                self.block_size), None
         else:
+            if self.causal:
+                mask = combine_masks(mask, causal_mask(lq, k.shape[2], q.device))
             out, weights = F.scaled_dot_product_attention(
                 q, k, v, mask, dropout_p=self.dropout, training=self.training, bias=bias)
         self.attention_weights = weights  # already without a graph
@@ -203,5 +209,6 @@ class MultiHeadAttention(Module):
         kv = "" if self.num_kv_heads == self.num_heads else f", num_kv_heads={self.num_kv_heads}"
         blockwise = (f", attention='blockwise', block_size={self.block_size}"
                      if self.attention == "blockwise" else "")
+        causal = ", causal=True" if self.causal else ""
         return (f"d_model={self.d_model}, num_heads={self.num_heads}{kv}, "
-                f"dropout={self.dropout}{blockwise}")
+                f"dropout={self.dropout}{blockwise}{causal}")

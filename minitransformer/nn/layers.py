@@ -107,7 +107,7 @@ class LayerNorm(Module):
 
     def __init__(self, dim, eps=1e-5, bias=True):
         dim, = _sizes("LayerNorm", dim=dim)
-        self.dim, self.eps = dim, eps
+        self.dim, self.eps = dim, arguments.non_negative_number("LayerNorm", "eps", eps)
         self.weight = _constant(1.0, (dim,))
         self.bias = _constant(0.0, (dim,)) if bias else None
 

@@ -215,7 +215,7 @@ GPT_POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "none")
 class GPT(Module):
     """A decoder-only language model. forward(ids (B, L), cache=None) -> logits (B, L, V).
 
-    Each block is a pre-LN ``EncoderLayer`` under a causal mask; a final norm and a
+    Each block is a pre-LN ``EncoderLayer`` with causal attention; a final norm and a
     bias-free output layer (tied to the token embedding) follow. Embeddings start as
     N(0, 0.02²), as in GPT-2 (with sinusoids: N(0, 1/d_model), scaled by sqrt(d_model)).
     For generation, make ``cache = new_cache()`` and pass only the new tokens at each
@@ -252,7 +252,8 @@ class GPT(Module):
             EncoderLayer(c.d_model, c.num_heads, d_ff, c.dropout, c.activation,
                          norm_first=True, layer_norm_eps=c.layer_norm_eps, norm=c.norm,
                          num_kv_heads=c.num_kv_heads, bias=c.bias,
-                         rotary_base=c.rope_base if c.positions == "rope" else None)
+                         rotary_base=c.rope_base if c.positions == "rope" else None,
+                         causal=True)
             for _ in range(c.num_layers))
         self.final_norm = make_norm(c.norm, c.d_model, c.layer_norm_eps, c.bias)
         self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
@@ -275,7 +276,6 @@ class GPT(Module):
         if self.position_embedding is not None:
             x = self.position_embedding(x, start=past)
         x = self.dropout(x)
-        mask = causal_mask(length, past + length, device)
         wide = x.dtype if x.dtype.itemsize > 4 else None  # float64 model: float64 slopes
         bias = (Tensor(alibi_bias(c.num_heads, length, past + length, device, wide))
                 if c.positions == "alibi" else None)
@@ -283,9 +283,9 @@ class GPT(Module):
             bias = self.relative_bias(length, past + length)
         for i, block in enumerate(self.blocks):
             if c.recompute and cache is None:  # the bias may carry a graph (T5): an input
-                x = recompute(lambda h, b, block=block: block(h, mask, None, b), x, bias)
+                x = recompute(lambda h, b, block=block: block(h, None, None, b), x, bias)
             else:
-                x = block(x, mask, None if cache is None else cache.self_attention[i], bias)
+                x = block(x, None, None if cache is None else cache.self_attention[i], bias)
         return self.lm_head(self.final_norm(x))
 
     def new_cache(self):

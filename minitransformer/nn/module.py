@@ -21,6 +21,7 @@ class Module:
     define ``forward``; calling the module calls ``forward``."""
 
     training = True
+    unsaved_state = None  # why state_dict() would lose this module's state, if it would
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -102,7 +103,12 @@ class Module:
 
     # ---- saving and loading ----------------------------------------------------
     def state_dict(self):
-        """``{dotted name: host NumPy copy}`` of every parameter."""
+        """``{dotted name: host NumPy copy}`` of every parameter. Refused if a module
+        keeps state elsewhere (``unsaved_state`` says where), which would be lost."""
+        for name, module in self.named_modules():
+            if module.unsaved_state:
+                raise TypeError(f"state_dict: {name or 'the model'} is a "
+                                f"{type(module).__name__}, {module.unsaved_state}")
         return {name: p.numpy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state):

@@ -5,6 +5,12 @@ in [-127, 127] with one float scale s_i = max|w_i| / 127, so w_i ~ s_i q_i with 
 of at most s_i / 2 per weight. A scale per row, rather than one per matrix, keeps a row
 of small weights from being rounded to zero by another row's large ones. The weights
 take a quarter of the float32 memory (plus one scale per row); activations stay float.
+
+The codes are fixed: gradients flow through a quantized layer to its input, but the
+layer itself does not train (train the float model, then quantize it), and a model
+holding one cannot be saved (save the float model; quantizing again is quick and gives
+the same codes). An output layer tied to the token embedding (GPT's ``lm_head``) gets
+its own int8 copy while the embedding stays float: the tie ends there.
 """
 from .. import functional as F
 from ..autograd import Tensor
@@ -17,7 +23,13 @@ class QuantizedLinear(Module):
     (out_features,). x (..., in_features) -> (..., out_features). For inference: the
     codes and scales are buffers, not parameters, and are not trained."""
 
+    unsaved_state = ("whose int8 codes are buffers, which are not saved; save the float "
+                     "model and call quantize_int8 again after loading it")
+
     def __init__(self, linear):
+        if not isinstance(linear, Linear):
+            raise TypeError(f"QuantizedLinear: expected a Linear to quantize, got "
+                            f"{type(linear).__name__}")
         weight = linear.weight.data
         xp = linear.weight.xp
         scale = xp.abs(weight).max(axis=1) / 127
@@ -49,6 +61,9 @@ class QuantizedLinear(Module):
 def quantize_int8(model):
     """Replace every ``Linear`` in ``model`` by a ``QuantizedLinear``, in place; returns
     the model. Embeddings and norms stay float. For inference only."""
+    if not isinstance(model, Module) or isinstance(model, Linear):
+        raise TypeError(f"quantize_int8: model must be a Module holding Linear layers, got "
+                        f"{type(model).__name__}; a lone Linear becomes QuantizedLinear(linear)")
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, Linear):

@@ -65,9 +65,10 @@ def make_norm(norm, dim, eps, bias=True):
 class EncoderLayer(Module):
     """Self-attention, then the feed-forward network. x (B, L, D) -> (B, L, D).
 
-    ``mask`` (True = may attend) broadcasts to (B, H, L, L): a padding mask (B, 1, 1, L)
-    in an encoder, a causal mask in a decoder-only model such as GPT, whose blocks are
-    exactly these layers. ``cache``: an ``AttentionCache`` for incremental decoding.
+    ``mask`` (True = may attend) broadcasts to (B, H, L, L), e.g. a padding mask
+    (B, 1, 1, L) in an encoder. ``causal``: each position attends only to itself and
+    those before it, as in a decoder-only model such as GPT, whose blocks are exactly
+    these layers. ``cache``: an ``AttentionCache`` for incremental decoding.
     ``bias``: added to the attention scores, broadcastable to (B, H, L, L).
     ``norm``, ``num_kv_heads``, ``bias`` (of every Linear and LayerNorm) and
     ``rotary_base`` as in the module docstring.
@@ -75,10 +76,10 @@ class EncoderLayer(Module):
 
     def __init__(self, d_model, num_heads, d_ff, dropout=0.1, activation="relu",
                  norm_first=False, layer_norm_eps=1e-5, norm="layer", num_kv_heads=None,
-                 bias=True, rotary_base=None):
+                 bias=True, rotary_base=None, causal=False):
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, bias, num_kv_heads,
-                                            rotary_base)
+                                            rotary_base, causal=causal)
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias)
         self.norm1 = make_norm(norm, d_model, layer_norm_eps, bias)
         self.norm2 = make_norm(norm, d_model, layer_norm_eps, bias)
