@@ -16,6 +16,7 @@ import math
 from . import arguments, backend
 from .autograd import Tensor, no_grad
 from .functional import log_softmax
+from .functional.common import widened
 
 
 def _as_ids(tokens, device, what):
@@ -121,7 +122,7 @@ def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
         raise ValueError(f"{owner}: logits must be a real (B, V) array, got shape "
                          f"{logits.shape} and dtype {logits.dtype}")
     xp = backend.get_array_module(logits)
-    logits = logits / temperature
+    logits = widened(logits) / temperature  # float16 sums stall: the nucleus would be wrong
     top = logits.max(axis=-1, keepdims=True)
     bad = ~xp.isfinite(top[:, 0])  # NaN, +inf, or every token at -inf
     if bool(bad.any()):

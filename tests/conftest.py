@@ -2,6 +2,7 @@
 
 Profiles (pick one with ``pytest --hypothesis-profile=NAME``):
   ci        few examples, derandomized: fast and repeatable, used by .ci/run
+  mutation  ci without shrinking a failure (benchmarks/mutation_score.py)
   dev       the default for local runs
   thorough  many examples, for a long local run before a release
 """
@@ -14,7 +15,7 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 import minitransformer as mt  # noqa: E402
 
@@ -24,6 +25,10 @@ settings.register_profile("dev", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=400, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
+# ci without shrinking, for benchmarks/mutation_score.py: the same examples, so the same
+# verdict, but a caught bug is not then minimised (which can take a minute per bug).
+settings.register_profile("mutation", settings.get_profile("ci"),
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
 settings.load_profile("dev")
 
 

@@ -275,3 +275,13 @@ def test_silu_is_finite_and_warning_free_at_extremes():
         with np.errstate(over="ignore"):  # exp(1000) = inf: x / inf = -0, the limit
             reference = x / (1 + np.exp(-x))
         np.testing.assert_allclose(out, reference, rtol=1e-3, atol=np.finfo(dtype).tiny)
+
+
+def test_top_p_of_half_precision_logits_is_the_float32_nucleus():
+    """A float16 cumulative sum over 5000 tokens stalls near 1: the nucleus kept almost
+    every token before the logits were widened."""
+    logits = (np.random.default_rng(0).standard_normal((2, 5000)) * 2).astype(np.float16)
+    half, wide = (host(mt.generate.sampling_distribution(mt.tensor(a).data, top_p=0.9))
+                  for a in (logits, logits.astype(np.float32)))
+    np.testing.assert_array_equal(half > 0, wide > 0)
+    np.testing.assert_allclose(half, wide, atol=1e-6)

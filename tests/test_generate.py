@@ -53,14 +53,24 @@ def test_seq2seq_cache_gives_the_same_tokens(seed):
                                       host(search(use_cache=False)))
 
 
-def test_greedy_stops_rows_at_eos():
-    model = tiny_seq2seq(3)
-    out = host(generate.greedy(model, np.ones((2, 1), np.int64), 6,
-                               src=np.array([[3, 4, 5], [6, 7, 8]]), eos_id=2))
-    for row in out:
-        hits = np.flatnonzero(row == 2)
-        if hits.size:
-            assert (row[hits[0]:] == 2).all()
+def test_greedy_rows_keep_eos_once_they_produce_it():
+    model = tiny_gpt(0, vocab=5)
+    model.eval()
+    rng = np.random.default_rng(0)
+    for p in model.parameters():  # large random weights: varied tokens, not one repeated
+        p.data = mt.tensor(rng.normal(0.0, 1.0, p.shape).astype(np.float32)).data
+    prompt = (np.arange(8) % 5)[:, None]
+    free = host(generate.greedy(model, prompt, 6))
+    stopped = host(generate.greedy(model, prompt, 6, eos_id=1))
+    assert stopped.shape == free.shape  # some rows never produce eos: no early stop
+    went_on = 0
+    for row, (f, s) in enumerate(zip(free, stopped)):
+        hits = np.flatnonzero(f[1:] == 1)
+        end = len(f) if not hits.size else 2 + hits[0]  # up to and including the eos
+        np.testing.assert_array_equal(s[:end], f[:end], err_msg=f"row {row}")
+        assert (s[end:] == 1).all(), f"row {row} went on after eos: {s}"
+        went_on += bool((f[end:] != 1).any())
+    assert went_on  # without eos_id some row would have gone on: the case under test
 
 
 def test_beam_of_one_is_greedy():
@@ -90,6 +100,32 @@ def test_wide_beam_finds_the_most_probable_sequence():
     np.testing.assert_array_equal(host(best)[0, 2:], brute)
     np.testing.assert_allclose(host(score)[0], sequence_log_prob(model, prompt, np.array(brute)),
                                rtol=1e-5)
+
+
+def test_beam_scores_count_a_finished_hypothesis_only_up_to_its_eos():
+    # Documented: score = summed log-probability / length_penalty(generated length), where
+    # a hypothesis that produced eos_id ends there (the eos padding after it costs nothing
+    # and adds no length).
+    model = tiny_seq2seq(2)
+    model.eval()
+    with mt.no_grad():
+        model.generator.bias.data[2] += 2.0  # eos likely, so that some rows end early
+    src = np.random.default_rng(2).integers(3, 10, (4, 5))
+    bos = np.ones((4, 1), np.int64)
+    best, score = generate.beam_search(model, bos, 6, beam_size=3, alpha=1.0, src=src,
+                                       eos_id=2)
+    best, score = host(best), host(score)
+    with mt.no_grad():
+        logits = model(mt.tensor(src).data, mt.tensor(best[:, :-1]).data)
+        logp = host(mt.functional.log_softmax(logits).data)
+    ended_early = 0
+    for row, tokens in enumerate(best[:, 1:]):
+        length = (list(tokens).index(2) + 1) if 2 in tokens else len(tokens)
+        ended_early += length < len(tokens)
+        total = sum(logp[row, i, t] for i, t in enumerate(tokens[:length]))
+        np.testing.assert_allclose(score[row], total / generate.length_penalty(length, 1.0),
+                                   rtol=1e-5)
+    assert 0 < ended_early < len(best)  # the case under test happened
 
 
 def test_length_penalty():

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minitransformer as mt
+import reference
 from minitransformer import nn
 from minitransformer.masks import causal_mask
 from strategies import host, leaf
@@ -66,6 +67,12 @@ def test_initialisation_is_seeded_and_float32():
     np.testing.assert_array_equal(a.weight.numpy(), b.weight.numpy())
     assert not np.array_equal(a.weight.numpy(), nn.Linear(5, 4).weight.numpy())
     assert all(p.dtype == np.float32 for p in nn.MultiHeadAttention(8, 2).parameters())
+    # The documented distributions: U(-1/sqrt(in), 1/sqrt(in)) fills its whole range
+    # (std bound/sqrt(3)); an embedding table is N(0, std^2).
+    w = nn.Linear(100, 50).weight.numpy()
+    assert 0.099 < np.abs(w).max() <= 0.1 and abs(w.std() - 0.1 / math.sqrt(3)) < 0.003
+    table = nn.Embedding(100, 50, std=0.02).weight.numpy()
+    assert abs(table.std() - 0.02) < 0.001 and abs(table.mean()) < 0.001
 
 
 @given(seed=seeds, data=st.data())
@@ -144,28 +151,6 @@ def test_learned_positions(seed, length, start):
 
 # ---- attention -----------------------------------------------------------------------
 
-def reference_attention(mha, query, key, value, mask):
-    """Multi-head attention in plain NumPy, one head at a time; query head h reads
-    key/value head h // (H // H_kv)."""
-    p = {name: (host(getattr(mha, name).weight.data), host(getattr(mha, name).bias.data))
-         for name in ("w_q", "w_k", "w_v", "w_o")}
-    project = {name: x @ w.T + b for (name, (w, b)), x in
-               zip(p.items(), (query, key, value))}
-    mask = np.ones((1, 1, 1, 1), bool) if mask is None else host(getattr(mask, "data", mask))
-    dh, heads = mha.head_dim, []
-    group = mha.num_heads // mha.num_kv_heads
-    for h in range(mha.num_heads):
-        q = project["w_q"][..., h * dh:(h + 1) * dh]
-        k, v = (project[n][..., h // group * dh:(h // group + 1) * dh] for n in ("w_k", "w_v"))
-        scores = q @ k.swapaxes(-1, -2) / math.sqrt(dh)
-        allowed = np.broadcast_to(mask[:, min(h, mask.shape[1] - 1)], scores.shape)
-        weights = np.where(allowed, np.exp(scores - scores.max(-1, keepdims=True)), 0)
-        weights /= np.maximum(weights.sum(-1, keepdims=True), 1e-300)
-        heads.append(weights @ v)
-    w, b = p["w_o"]
-    return np.concatenate(heads, -1) @ w.T + b
-
-
 @st.composite
 def attention_cases(draw):
     batch, heads, head_dim = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(
@@ -191,8 +176,10 @@ def test_multi_head_attention(case):
     q = leaf(normal(seed, batch, lq, d))
     kv = leaf(normal(seed + 1, batch, lk, d)) if cross else q
     out = mha(q, kv, kv, mask)
-    np.testing.assert_allclose(out.numpy(), reference_attention(
-        mha, *(host(t.data) for t in (q, kv, kv)), mask), rtol=1e-10, atol=1e-12)
+    mask_array = None if mask is None else host(getattr(mask, "data", mask))
+    np.testing.assert_allclose(out.numpy(), reference.attention(
+        mha, *(host(t.data) for t in (q, kv, kv)), mask_array, heads, kv_heads),
+        rtol=1e-10, atol=1e-12)
 
     weights = host(mha.attention_weights.data)
     assert weights.shape == (batch, heads, lq, lk) and not mha.attention_weights.requires_grad

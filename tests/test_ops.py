@@ -100,6 +100,18 @@ def test_max_splits_gradient_between_ties():
     np.testing.assert_allclose(host(x.grad), [0, 0.5, 0.5])
 
 
+def test_maximum_splits_gradient_between_ties():
+    # Documented: at a tie each input gets half, so maximum(a, a) has gradient 1 like a.
+    # Central differences cannot see this rule (the kink is not differentiable).
+    a, b = leaf([1.0, 2.0, 5.0]), leaf([1.0, 3.0, 4.0])
+    (mt.maximum(a, b) * leaf([2.0, 3.0, 7.0])).sum().backward()
+    np.testing.assert_array_equal(host(a.grad), [1.0, 0.0, 7.0])
+    np.testing.assert_array_equal(host(b.grad), [1.0, 3.0, 0.0])
+    x = leaf([0.5, -2.0])
+    mt.maximum(x, x).sum().backward()
+    np.testing.assert_array_equal(host(x.grad), [1.0, 1.0])
+
+
 @given(a=arrays(hnp.array_shapes(min_dims=1, max_dims=4, max_side=4)), data=st.data())
 def test_reshape_and_transpose(a, data):
     perm = data.draw(st.permutations(range(a.ndim)))

@@ -209,6 +209,28 @@ def test_state_dict_round_trip_continues_identically(name):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_state_dicts_are_copies_not_aliases(name):
+    # A state dict is a snapshot: later steps of either optimizer must not write into it
+    # (one dict may be loaded into several optimizers, or saved after the loading).
+    a = param(np.ones((2, 3)), np.float32)
+    first = OPTIMIZERS[name]([a], 0.1, 0.01)
+    for _ in range(2):
+        set_grad(a, np.full((2, 3), 0.5))
+        first.step()
+    saved = first.state_dict()
+    snapshot = {k: v.copy() for k, v in saved["state"][0].items() if hasattr(v, "copy")}
+    assert snapshot, "the optimizer should keep array state"
+    b = param(a.numpy(), np.float32)
+    second = OPTIMIZERS[name]([b], 0.1, 0.01)
+    second.load_state_dict(saved)
+    for p, opt in ((a, first), (b, second)):
+        set_grad(p, np.full((2, 3), -2.0))
+        opt.step()
+    for key, value in snapshot.items():
+        np.testing.assert_array_equal(saved["state"][0][key], value, err_msg=key)
+
+
 def test_load_state_dict_mismatches_are_clear():
     a = param(np.ones((2, 3)))
     adam = Adam([a])

@@ -2,7 +2,7 @@
 log-likelihood, against class ids or probability targets) and the distillation loss
 of Hinton et al. (2015), a temperature-softened KL divergence from teacher to student."""
 from ..autograd import Function
-from .common import array_like, floating, indices, widened
+from .common import array_like, floating, indices, row_slices, widened
 
 
 class CrossEntropy(Function):
@@ -15,14 +15,19 @@ class CrossEntropy(Function):
         self.shape, self.targets, self.counted = logits.shape, targets, counted
         self.smoothing = smoothing
         z = widened(logits.reshape(-1, logits.shape[-1]))  # float32 sums for float16 logits
-        if counted is not None:  # ignored rows must not matter, even if inf or NaN
-            z = xp.where(counted[:, None], z, z.dtype.type(0))
         self.rows = xp.arange(z.shape[0])
-        shifted = z - z.max(axis=1, keepdims=True)
-        picked = shifted[self.rows, targets]
-        mean_shifted = shifted.mean(axis=1) if smoothing else 0
-        self.exps = xp.exp(shifted, out=shifted)  # softmax = exps / total, in backward
-        self.total = self.exps.sum(axis=1)
+        self.exps = xp.empty_like(z)  # softmax = exps / total, in backward
+        picked, self.total = xp.empty(z.shape[0], z.dtype), xp.empty(z.shape[0], z.dtype)
+        mean_shifted = xp.zeros(z.shape[0], z.dtype)
+        for rows in row_slices(z):  # block by block, so that each block's passes hit the cache
+            block = z[rows]
+            if counted is not None:  # ignored rows must not matter, even if inf or NaN
+                block = xp.where(counted[rows, None], block, z.dtype.type(0))
+            shifted = xp.subtract(block, block.max(axis=1, keepdims=True), out=self.exps[rows])
+            picked[rows] = shifted[xp.arange(len(shifted)), targets[rows]]
+            if smoothing:
+                mean_shifted[rows] = shifted.mean(axis=1)
+            self.total[rows] = xp.exp(shifted, out=shifted).sum(axis=1)
         log_total = xp.log(self.total)
         # -log softmax = log_total - shifted: at the target, and averaged over classes
         losses = (1 - smoothing) * (log_total - picked) + smoothing * (log_total - mean_shifted)
