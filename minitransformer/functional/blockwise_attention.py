@@ -175,6 +175,8 @@ def blockwise_attention(q, k, v, mask=None, bias=None, causal=False, dropout_p=0
     block_size = arguments.positive_integer(name, "block_size", block_size)
     q, k, v, mask, bias, groups = check_attention_arguments(name, q, k, v, mask, bias,
                                                             dropout_p)
+    if bias is not None and bias.ndim < 2:  # the tiles slice its last two axes
+        bias = bias.reshape(*(1,) * (2 - bias.ndim), *bias.shape)
     inputs = (q, k, v) if bias is None else (q, k, v, bias)
     out = BlockwiseAttention.apply(*inputs, mask=mask, causal=causal, block=block_size,
                                    dropout_p=dropout_p if training else 0.0)
