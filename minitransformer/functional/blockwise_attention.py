@@ -173,6 +173,7 @@ def blockwise_attention(q, k, v, mask=None, bias=None, causal=False, dropout_p=0
     """
     name = "blockwise_attention"
     block_size = arguments.positive_integer(name, "block_size", block_size)
+    causal = arguments.flag(name, "causal", causal)
     q, k, v, mask, bias, groups = check_attention_arguments(name, q, k, v, mask, bias,
                                                             dropout_p)
     if bias is not None and bias.ndim < 2:  # the tiles slice its last two axes
