@@ -120,7 +120,8 @@ class BlockwiseAttention(Function):
         grad = grad.astype(out.dtype, copy=False)
         needs_q, needs_k, needs_v, needs_bias = (self.needs_input_grad + [False])[:4]
         gq, gk, gv, gbias = (xp.zeros(x.shape, x.dtype) if needed else None for x, needed in
-                             zip((q, k, v, self.bias), (needs_q, needs_k, needs_v, needs_bias)))
+                             ((q, needs_q), (k, needs_k), (v, needs_v),
+                              (self.bias, needs_bias)))
         needs_scores = needs_q or needs_k or needs_bias  # dS, from dP and P
         rows_sum = (grad * out).sum(axis=-1, keepdims=True)  # D
         device = backend.device_of(q)
