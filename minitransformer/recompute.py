@@ -48,8 +48,9 @@ def recompute(fn, *args, **kwargs):
                         f"flow back; got {tensor_keywords} as keyword arguments")
     inputs = [a for a in args if isinstance(a, Tensor)]
     if not inputs:
+        given = [type(a).__name__ for a in args]
         raise TypeError(f"recompute: at least one argument must be a Tensor (the inputs "
-                        f"whose gradients flow back), got {[type(a).__name__ for a in args]}")
+                        f"whose gradients flow back), got {given}")
     if not is_grad_enabled():
         return fn(*args, **kwargs)
     device = inputs[0].device
