@@ -464,6 +464,17 @@ def test_distillation_student_gradient_stays_put_as_the_temperature_grows():
     np.testing.assert_allclose(host(student.grad), (s - t) / (6 * 4), rtol=0, atol=2e-4)
 
 
+def test_soft_targets_and_distillation_sum_float16_logits_in_float32():
+    rng = np.random.default_rng(4)
+    z, t = rng.standard_normal((2, 3, 50)) * 8, rng.standard_normal((2, 3, 50)) * 8
+    y = np.exp(t) / np.exp(t).sum(axis=-1, keepdims=True)
+    for loss in (lambda a, b: F.cross_entropy(a, y), lambda a, b: F.distillation_loss(a, b, 2)):
+        half = loss(mt.tensor(z.astype(np.float16), requires_grad=True),
+                    mt.tensor(t.astype(np.float16)))
+        assert half.dtype == np.float32
+        assert half.item() == pytest.approx(loss(leaf(z), leaf(t)).item(), rel=2e-3)
+
+
 def test_soft_target_and_distillation_errors():
     z = leaf(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"probability targets .* must have the logits' "

@@ -58,7 +58,7 @@ class SoftCrossEntropy(Function):
     def forward(self, logits, targets, smoothing):
         xp = self.xp
         self.shape = logits.shape
-        z = logits.reshape(-1, logits.shape[-1])
+        z = widened(logits.reshape(-1, logits.shape[-1]))  # float32 sums for float16 logits
         y = targets.reshape(z.shape).astype(z.dtype)  # a copy, never the caller's array
         if smoothing:
             y *= 1 - smoothing
@@ -66,7 +66,7 @@ class SoftCrossEntropy(Function):
         log_p = z - z.max(axis=1, keepdims=True)
         log_p -= xp.log(xp.exp(log_p).sum(axis=1, keepdims=True))
         self.y, self.log_p, self.count = y, log_p, max(z.shape[0], 1)
-        return xp.asarray(-(y * log_p).sum() / self.count, dtype=logits.dtype)
+        return xp.asarray(-(y * log_p).sum() / self.count, dtype=z.dtype)
 
     def backward(self, grad):
         gz = self.xp.exp(self.log_p)
@@ -126,7 +126,7 @@ class Distillation(Function):
         self.shape, self.t = student.shape, temperature
         logs = []
         for logits in (student, teacher):
-            z = logits.reshape(-1, c) / temperature
+            z = widened(logits.reshape(-1, c)) / temperature  # float32 for float16
             z -= z.max(axis=1, keepdims=True)
             z -= xp.log(xp.exp(z).sum(axis=1, keepdims=True))
             logs.append(z)
@@ -134,7 +134,7 @@ class Distillation(Function):
         self.p, self.count = xp.exp(self.log_p), max(logs[0].shape[0], 1)
         self.kl_rows = (self.p * (self.log_p - self.log_q)).sum(axis=1, keepdims=True)
         return xp.asarray(temperature ** 2 * self.kl_rows.sum() / self.count,
-                          dtype=student.dtype)
+                          dtype=self.p.dtype)
 
     def backward(self, grad):
         step, (wants_student, wants_teacher) = grad * self.t / self.count, self.needs_input_grad
@@ -162,6 +162,8 @@ def distillation_loss(student_logits, teacher_logits, temperature=1.0):
         raise ValueError(f"distillation_loss: student and teacher logits must have one "
                          f"shape (N, C) or (B, L, C), got {student_logits.shape} and "
                          f"{teacher_logits.shape}")
+    floating("distillation_loss", student_logits=student_logits,
+             teacher_logits=teacher_logits)
     if not temperature > 0:
         raise ValueError(f"distillation_loss: temperature must be positive, got "
                          f"{temperature}")
