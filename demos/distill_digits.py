@@ -13,11 +13,11 @@ which say that this 7 looks a bit like a 1, are large enough to learn from. The 
 keeps the gradient's size independent of T.
 
 What to watch: the final table of held-out accuracies (the 360 held-out images of
-vit_digits.py) and parameter counts. The distilled student should land between the
-student trained on labels and the teacher.
+vit_digits.py) and parameter counts. Measured: teacher 98.9%, student 85.0%, distilled
+student 86.9% (one seed; the gap is 7 of 360 images).
 
     pip install -e ".[vision]"        # scikit-learn, for its bundled digits
-    python demos/distill_digits.py    # about four minutes on a 2-core CPU
+    python demos/distill_digits.py    # about three minutes on a 2-core CPU
 """
 import common  # first: it limits BLAS threads before NumPy loads
 import vit_digits
@@ -30,14 +30,14 @@ from minitransformer.functional import cross_entropy, distillation_loss
 def make_parser():
     parser = vit_digits.make_parser(__file__, __doc__)
     flag = parser.add_argument
-    flag("--student-d-model", type=int, default=16, help="default %(default)s")
+    flag("--student-d-model", type=int, default=32, help="default %(default)s")
     flag("--student-layers", type=int, default=1, help="default %(default)s")
     flag("--student-heads", type=int, default=2, help="default %(default)s")
     flag("--temperature", type=float, default=4.0, help="T (default %(default)s)")
     flag("--alpha", type=float, default=0.9,
          help="weight of the distillation loss; 1 - alpha goes to the labels "
               "(default %(default)s)")
-    parser.set_defaults(plot="")
+    parser.set_defaults(plot="")  # --plot PATH draws the teacher's [CLS] attention
     return parser
 
 
@@ -60,6 +60,8 @@ def main(argv=None):
     teacher = vit_digits.build_model(args)
     results = {"teacher": (vit_digits.train_vit(teacher, args, data), teacher)}
     teacher.eval()
+    if args.plot:
+        vit_digits.plot_cls_attention(teacher, data[2], data[3], args.plot)
     for name, loss in [("student", vit_digits.classifier_loss),
                        ("distilled", distillation_objective(teacher, args))]:
         print(f"== {name}")

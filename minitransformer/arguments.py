@@ -64,6 +64,15 @@ def fraction(owner, name, value, interval="[0, 1)"):
     return value
 
 
+def flag(owner, name, value):
+    """``value`` as a bool: True or False (1, 0 and NumPy's booleans too), never a string,
+    None or an array, which Python would merely read as true or false."""
+    if isinstance(value, (str, bytes)) or getattr(value, "ndim", 0) or \
+            value not in (True, False):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def broadcastable(owner, name, shape, target, target_name):
     """``shape`` must broadcast to ``target`` without growing it (NumPy's rule: each
     trailing dim 1 or equal), e.g. a mask to the attention scores (B, H, Lq, Lk)."""

@@ -48,8 +48,8 @@ class LossScaler:
                                                           growth_interval)
         self.factor = arguments.positive_number("LossScaler", "factor", factor)
         if self.factor <= 1:
-            raise ValueError(f"LossScaler: factor must be > 1 (the scale is divided by it on "
-                             f"an overflow, multiplied by it to grow), got {factor!r}")
+            raise ValueError(f"LossScaler: factor must be > 1 (the scale is divided by it "
+                             f"on an overflow, multiplied by it to grow), got {factor!r}")
         self.clean_steps = 0   # finite steps since the last change of scale
         self.skipped_steps = 0
 
@@ -58,9 +58,9 @@ class LossScaler:
         if not finite:
             if self.scale / self.factor < self.MIN_SCALE:
                 raise FloatingPointError(
-                    f"LossScaler: the gradients are inf or nan even with the loss scaled by "
-                    f"{self.scale:g}, so float16 overflow is not the cause; look for an op "
-                    "whose gradient is inf or nan (e.g. sqrt or log at 0) in float32")
+                    f"LossScaler: the gradients are inf or nan even with the loss scaled "
+                    f"by {self.scale:g}, so float16 overflow is not the cause; look for an "
+                    "op whose gradient is inf or nan (e.g. sqrt or log at 0) in float32")
             self.scale /= self.factor
             self.clean_steps = 0
             self.skipped_steps += 1

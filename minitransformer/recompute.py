@@ -26,29 +26,36 @@ class Recompute(Function):
         inputs = [Tensor(t.data, requires_grad=t.requires_grad) for t in self.inputs]
         fresh = iter(inputs)
         with no_grad(enabled=True), backend.rng_replay(self.rng_mark, self.device):
-            out = self.fn(*(next(fresh) if isinstance(a, Tensor) else a for a in self.args))
+            out = self.fn(*(next(fresh) if isinstance(a, Tensor) else a for a in self.args),
+                          **self.kwargs)
         out.backward(grad)
         return tuple(t.grad for t in inputs)
 
 
-def recompute(fn, *args):
-    """``fn(*args)`` (a Tensor), without keeping the graph inside ``fn``: it is rebuilt
-    during the backward pass. ``fn`` must be deterministic apart from its random draws
-    (dropout), which are replayed. Every Tensor with a graph that ``fn`` reads must be
-    one of ``args``; other arguments (None, masks, flags) are passed on as they are, and
-    parameters may come from a closure, e.g. ``recompute(lambda h: block(h, mask), x)``."""
+def recompute(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` (a Tensor), without keeping the graph inside ``fn``: it is
+    rebuilt during the backward pass. ``fn`` must be deterministic apart from its random
+    draws (dropout), which are replayed. Every Tensor with a graph that ``fn`` reads must
+    be one of ``args``; other arguments (None, masks, flags), keyword arguments too, are
+    passed on as they are, and parameters may come from a closure, e.g.
+    ``recompute(lambda h: block(h, mask), x)``."""
     if not callable(fn):
         raise TypeError(f"recompute: fn must be a function or module to call, got "
                         f"{type(fn).__name__}; the tensors go after it: recompute(fn, x)")
+    tensor_keywords = [key for key, value in kwargs.items() if isinstance(value, Tensor)]
+    if tensor_keywords:
+        raise TypeError(f"recompute: pass Tensors positionally, so that their gradients "
+                        f"flow back; got {tensor_keywords} as keyword arguments")
     inputs = [a for a in args if isinstance(a, Tensor)]
     if not inputs:
+        given = [type(a).__name__ for a in args]
         raise TypeError(f"recompute: at least one argument must be a Tensor (the inputs "
-                        f"whose gradients flow back), got {[type(a).__name__ for a in args]}")
+                        f"whose gradients flow back), got {given}")
     if not is_grad_enabled():
-        return fn(*args)
+        return fn(*args, **kwargs)
     device = inputs[0].device
     rng_mark = backend.rng_fork(device)
-    out = fn(*args)  # its graph is dropped on return; built only to learn requires_grad
+    out = fn(*args, **kwargs)  # its graph is dropped on return: built for requires_grad
     if not isinstance(out, Tensor):
         raise TypeError(f"recompute: fn must return one Tensor, got {type(out).__name__}; "
                         "recompute each output's function separately")
@@ -56,7 +63,7 @@ def recompute(fn, *args):
         return out
     node = Recompute()
     node.record(inputs)  # backward will refuse inputs changed in place after this
-    node.xp, node.args, node.fn = out.xp, args, fn
+    node.xp, node.args, node.kwargs, node.fn = out.xp, args, kwargs, fn
     node.rng_mark, node.device = rng_mark, device
     result = Tensor(out.data, requires_grad=True)
     result._ctx = node

@@ -213,7 +213,8 @@ def _loss_scaler(model, precision, loss_scaler):
                         f"model has {', '.join(wrong)} parameters; model.to(dtype='float32')")
     if loss_scaler is not None and not isinstance(loss_scaler, LossScaler):
         raise TypeError(f"fit: loss_scaler must be a precision.LossScaler, got "
-                        f"{type(loss_scaler).__name__}; e.g. LossScaler(scale={loss_scaler!r})")
+                        f"{type(loss_scaler).__name__}; e.g. "
+                        f"LossScaler(scale={loss_scaler!r})")
     return LossScaler() if loss_scaler is None else loss_scaler
 
 

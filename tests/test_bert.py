@@ -65,6 +65,9 @@ def test_mask_tokens_errors():
     with pytest.raises(ValueError, match=r"mask_tokens: ids must be a \(B, L\) integer "
                                          r"array, got \(3,\) of dtype int64"):
         nn.mask_tokens(dev(np.array([1, 2, 3])), MASK, SPECIAL, VOCAB)
+    with pytest.raises(ValueError, match=r"must lie in \[0, vocab_size=50\), got \[0, 1, 2, "
+                                         r"3\] and ids in \[0, 50\]"):
+        nn.mask_tokens(dev(np.array([[0, 50]])), MASK, SPECIAL, VOCAB)
 
 
 def tiny_bert(seed=0):

@@ -83,6 +83,14 @@ def test_blockwise_errors_name_the_argument():
         attend(q, leaf(np.ones((2, 5, 3))), k)
     with pytest.raises(ValueError, match="block_size must be a positive integer, got 0"):
         attend(q, k, k, block_size=0)
+    with pytest.raises(TypeError, match="block_size must be an integer, got 2.0"):
+        attend(q, k, k, block_size=2.0)
+    with pytest.raises(TypeError, match="blockwise_attention: causal must be True or False, "
+                                        "got 'yes'"):
+        attend(q, k, k, causal="yes")
+    with pytest.raises(TypeError, match="MultiHeadAttention: causal must be True or False, "
+                                        "got None"):
+        mt.nn.MultiHeadAttention(8, 2, causal=None)
     with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\), got 1"):
         attend(q, k, k, dropout_p=1)
 

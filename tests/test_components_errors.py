@@ -18,6 +18,10 @@ def logits():
 
 
 BAD = [  # (call, exception, message pattern)
+    # Grouped-query heads are axis -3 of 4-D inputs only: in (B, L, D) it is the batch.
+    (lambda: F.scaled_dot_product_attention(mt.tensor(np.ones((4, 5, 8), np.float32)),
+                                            x(), x()),
+     ValueError, r"leading dims of q \(4, 5, 8\), k \(2, 5, 8\) .* do not broadcast"),
     (lambda: F.rotary_embedding(mt.tensor(np.ones((3, 4), np.int64)), np.arange(3)),
      TypeError, "rotary_embedding: x must be a floating tensor, got dtype int64"),
     (lambda: F.rotary_embedding(np.ones((3, 4)), np.arange(3)),

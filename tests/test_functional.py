@@ -345,6 +345,28 @@ def test_cross_entropy_equals_composed(case):
     assert mt.gradcheck(fused, [z])
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_in_cache_sized_blocks_equals_the_whole(monkeypatch, smoothing):
+    """Logits are processed block by block of rows (common.row_slices, on the CPU): the very
+    same loss and gradient as in one block, ignored rows (holding NaN) included."""
+    from minitransformer.functional import common
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 9, 40)).astype(np.float32)
+    targets = rng.integers(0, 40, (5, 9))
+    targets[0, :3] = 7
+    a[0, :3] = np.nan  # ignored rows must not matter
+    results = []
+    for piece in (130, a.size):  # blocks of 3 rows (the last one short), then one block
+        monkeypatch.setattr(common, "PIECE", piece)
+        x = mt.tensor(a, requires_grad=True)
+        loss = F.cross_entropy(x, targets, ignore_index=7, label_smoothing=smoothing)
+        loss.backward()
+        results.append((loss.numpy(), host(x.grad)))
+    for blocks, whole in zip(*results):
+        np.testing.assert_array_equal(blocks, whole)
+    assert np.isfinite(results[0][0])
+
+
 def test_cross_entropy_all_ignored_is_zero_with_zero_gradient():
     z = leaf(np.random.default_rng(0).standard_normal((2, 3, 4)))
     loss = F.cross_entropy(z, np.full((2, 3), -100), ignore_index=-100, label_smoothing=0.1)
@@ -440,6 +462,17 @@ def test_distillation_student_gradient_stays_put_as_the_temperature_grows():
     student = leaf(s)
     F.distillation_loss(student, leaf(t, requires_grad=False), 1000.0).backward()
     np.testing.assert_allclose(host(student.grad), (s - t) / (6 * 4), rtol=0, atol=2e-4)
+
+
+def test_soft_targets_and_distillation_sum_float16_logits_in_float32():
+    rng = np.random.default_rng(4)
+    z, t = rng.standard_normal((2, 3, 50)) * 8, rng.standard_normal((2, 3, 50)) * 8
+    y = np.exp(t) / np.exp(t).sum(axis=-1, keepdims=True)
+    for loss in (lambda a, b: F.cross_entropy(a, y), lambda a, b: F.distillation_loss(a, b, 2)):
+        half = loss(mt.tensor(z.astype(np.float16), requires_grad=True),
+                    mt.tensor(t.astype(np.float16)))
+        assert half.dtype == np.float32
+        assert half.item() == pytest.approx(loss(leaf(z), leaf(t)).item(), rel=2e-3)
 
 
 def test_soft_target_and_distillation_errors():

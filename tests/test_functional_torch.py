@@ -122,6 +122,24 @@ def test_scaled_dot_product_attention(data, with_bias):
         q, k, v, mask=mask, bias=bias)[0], reference, inputs)
 
 
+@pytest.mark.parametrize("lq, lk, kv_heads, block", [(5, 5, 4, 1), (1, 9, 2, 4),
+                                                     (3, 9, 1, 2), (4, 7, 4, 100)])
+def test_blockwise_causal_attention_aligns_queries_to_the_end(lq, lk, kv_heads, block):
+    """As when decoding with a KV cache, the Lq queries are the last Lq positions: query r
+    sees keys up to r + Lk - Lq (torch's is_causal aligns them to the start, so an explicit
+    mask here); with a bias, grouped heads, and blocks from 1 to longer than L."""
+    rng = np.random.default_rng(10 * lq + lk)
+    inputs = [rng.standard_normal(shape) for shape in (
+        (2, 4, lq, 8), (2, kv_heads, lk, 8), (2, kv_heads, lk, 6), (4, lq, lk))]
+    blocked = ~torch.tensor(np.tril(np.ones((lq, lk), bool), k=lk - lq))
+
+    def reference(q, k, v, bias):
+        return TF.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.masked_fill(blocked, float("-inf")), enable_gqa=True)
+    matches_torch(lambda q, k, v, bias: F.blockwise_attention(
+        q, k, v, bias=bias, causal=True, block_size=block), reference, inputs)
+
+
 @given(data=st.data(), smoothing=st.sampled_from([0.0, 0.1, 0.7]),
        ignore=st.booleans(), sequence=st.booleans())
 def test_cross_entropy(data, smoothing, ignore, sequence):

@@ -108,24 +108,27 @@ def test_recompute_keeps_no_graph_inside_and_checks_its_arguments():
         mt.recompute(lambda h: h, np.ones(3))
     with pytest.raises(TypeError, match="fn must be a function or module to call, got int"):
         mt.recompute(3, x)
+    with pytest.raises(TypeError, match=r"pass Tensors positionally, .* got \['h'\]"):
+        mt.recompute(lambda h: h, h=x)
     with pytest.raises(TypeError, match="fn must return one Tensor, got tuple"):
         mt.recompute(lambda h: (h, h), x)
 
 
 def test_recompute_passes_other_arguments_on_unchanged():
-    """Masks, numbers and None may sit among the tensors, as in a block's signature."""
+    """Masks, numbers and None may sit among the tensors, as in a block's signature, and
+    keyword arguments are passed on too."""
     rng = np.random.default_rng(0)
     w = mt.tensor(rng.standard_normal((4, 4)), requires_grad=True)
     x = mt.tensor(rng.standard_normal((3, 4)), requires_grad=True)
     keep = mt.tensor(rng.random((3, 4)) < 0.5).data  # an array on the device, no Tensor
 
-    def block(h, mask, scale, nothing):
+    def block(h, mask, scale, nothing, shift=0.0):
         assert nothing is None
-        return ((h @ w) * mask * scale).tanh()
+        return ((h @ w) * mask * scale + shift).tanh()
     grads = []
-    for wrap in (lambda f, *a: f(*a), mt.recompute):
+    for wrap in (lambda f, *a, **k: f(*a, **k), mt.recompute):
         w.grad = x.grad = None
-        wrap(block, x, keep, 3.0, None).sum().backward()
+        wrap(block, x, keep, 3.0, None, shift=0.5).sum().backward()
         grads.append((mt.backend.to_numpy(w.grad), mt.backend.to_numpy(x.grad)))
     for plain, again in zip(*grads):
         np.testing.assert_array_equal(plain, again)

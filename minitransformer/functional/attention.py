@@ -64,8 +64,10 @@ class ScaledDotProductAttention(Function):
 
 def _kv_groups(name, q, k, v):
     """How many query heads share each key/value head (grouped-query attention): 1
-    unless k and v have H_kv > 1 heads (axis -3) where q has a multiple H of them."""
-    if q.ndim < 3 or k.ndim < 3 or k.shape[-3] in (1, q.shape[-3]):
+    unless k and v have H_kv > 1 heads where q has a multiple H of them. Heads are axis
+    -3 of (B, H, L, D) inputs only: in (B, L, D) inputs axis -3 is the batch, which must
+    broadcast as usual."""
+    if q.ndim < 4 or k.ndim < 4 or k.shape[-3] in (1, q.shape[-3]):
         return 1
     heads, kv_heads = q.shape[-3], k.shape[-3]
     if heads % kv_heads or v.ndim < 3 or v.shape[-3] != kv_heads:
@@ -148,8 +150,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=Tru
     added to the scaled scores before the softmax (ALiBi, T5's relative positions; a
     float ``attn_mask`` in PyTorch).
 
-    Grouped-query attention: k and v may have H_kv heads (axis -3) where q has H, a
-    multiple; query head h reads key/value head h // (H // H_kv) (PyTorch's
+    Grouped-query attention: 4-D k and v (B, H_kv, Lk, D) may have H_kv heads where q
+    has H, a multiple; query head h reads key/value head h // (H // H_kv) (PyTorch's
     ``enable_gqa=True``). Multi-query attention is H_kv = 1, plain broadcasting.
 
     Returns ``(output, weights)``: output (..., Lq, Dv) is differentiable; weights

@@ -120,7 +120,8 @@ class BlockwiseAttention(Function):
         grad = grad.astype(out.dtype, copy=False)
         needs_q, needs_k, needs_v, needs_bias = (self.needs_input_grad + [False])[:4]
         gq, gk, gv, gbias = (xp.zeros(x.shape, x.dtype) if needed else None for x, needed in
-                             zip((q, k, v, self.bias), (needs_q, needs_k, needs_v, needs_bias)))
+                             ((q, needs_q), (k, needs_k), (v, needs_v),
+                              (self.bias, needs_bias)))
         needs_scores = needs_q or needs_k or needs_bias  # dS, from dP and P
         rows_sum = (grad * out).sum(axis=-1, keepdims=True)  # D
         device = backend.device_of(q)
@@ -173,8 +174,11 @@ def blockwise_attention(q, k, v, mask=None, bias=None, causal=False, dropout_p=0
     """
     name = "blockwise_attention"
     block_size = arguments.positive_integer(name, "block_size", block_size)
+    causal = arguments.flag(name, "causal", causal)
     q, k, v, mask, bias, groups = check_attention_arguments(name, q, k, v, mask, bias,
                                                             dropout_p)
+    if bias is not None and bias.ndim < 2:  # the tiles slice its last two axes
+        bias = bias.reshape(*(1,) * (2 - bias.ndim), *bias.shape)
     inputs = (q, k, v) if bias is None else (q, k, v, bias)
     out = BlockwiseAttention.apply(*inputs, mask=mask, causal=causal, block=block_size,
                                    dropout_p=dropout_p if training else 0.0)

@@ -94,6 +94,14 @@ def row_blocks(x):
         yield rows[start:start + step]
 
 
+def row_slices(x):
+    """Slices that cover the rows of a 2-D x in blocks of about PIECE elements, for
+    row-wise work while a block sits in the cache; on a GPU, one slice of all rows."""
+    n, width = x.shape
+    step = max(1, PIECE // max(width, 1)) if backend.device_of(x) == "cpu" else max(n, 1)
+    return [slice(start, start + step) for start in range(0, n, step)]
+
+
 def softmax_rows_(scores):
     """Softmax over the last axis of float ``scores``, in place, block by block
     (``row_blocks``): its five passes then read main memory once. A row that is all -inf

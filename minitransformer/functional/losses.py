@@ -2,7 +2,7 @@
 log-likelihood, against class ids or probability targets) and the distillation loss
 of Hinton et al. (2015), a temperature-softened KL divergence from teacher to student."""
 from ..autograd import Function
-from .common import array_like, floating, indices, widened
+from .common import array_like, floating, indices, row_slices, widened
 
 
 class CrossEntropy(Function):
@@ -15,14 +15,19 @@ class CrossEntropy(Function):
         self.shape, self.targets, self.counted = logits.shape, targets, counted
         self.smoothing = smoothing
         z = widened(logits.reshape(-1, logits.shape[-1]))  # float32 sums for float16 logits
-        if counted is not None:  # ignored rows must not matter, even if inf or NaN
-            z = xp.where(counted[:, None], z, z.dtype.type(0))
         self.rows = xp.arange(z.shape[0])
-        shifted = z - z.max(axis=1, keepdims=True)
-        picked = shifted[self.rows, targets]
-        mean_shifted = shifted.mean(axis=1) if smoothing else 0
-        self.exps = xp.exp(shifted, out=shifted)  # softmax = exps / total, in backward
-        self.total = self.exps.sum(axis=1)
+        self.exps = xp.empty_like(z)  # softmax = exps / total, in backward
+        picked, self.total = xp.empty(z.shape[0], z.dtype), xp.empty(z.shape[0], z.dtype)
+        mean_shifted = xp.zeros(z.shape[0], z.dtype)
+        for rows in row_slices(z):  # block by block, so that each block's passes hit the cache
+            block = z[rows]
+            if counted is not None:  # ignored rows must not matter, even if inf or NaN
+                block = xp.where(counted[rows, None], block, z.dtype.type(0))
+            shifted = xp.subtract(block, block.max(axis=1, keepdims=True), out=self.exps[rows])
+            picked[rows] = shifted[xp.arange(len(shifted)), targets[rows]]
+            if smoothing:
+                mean_shifted[rows] = shifted.mean(axis=1)
+            self.total[rows] = xp.exp(shifted, out=shifted).sum(axis=1)
         log_total = xp.log(self.total)
         # -log softmax = log_total - shifted: at the target, and averaged over classes
         losses = (1 - smoothing) * (log_total - picked) + smoothing * (log_total - mean_shifted)
@@ -53,7 +58,7 @@ class SoftCrossEntropy(Function):
     def forward(self, logits, targets, smoothing):
         xp = self.xp
         self.shape = logits.shape
-        z = logits.reshape(-1, logits.shape[-1])
+        z = widened(logits.reshape(-1, logits.shape[-1]))  # float32 sums for float16 logits
         y = targets.reshape(z.shape).astype(z.dtype)  # a copy, never the caller's array
         if smoothing:
             y *= 1 - smoothing
@@ -61,7 +66,7 @@ class SoftCrossEntropy(Function):
         log_p = z - z.max(axis=1, keepdims=True)
         log_p -= xp.log(xp.exp(log_p).sum(axis=1, keepdims=True))
         self.y, self.log_p, self.count = y, log_p, max(z.shape[0], 1)
-        return xp.asarray(-(y * log_p).sum() / self.count, dtype=logits.dtype)
+        return xp.asarray(-(y * log_p).sum() / self.count, dtype=z.dtype)
 
     def backward(self, grad):
         gz = self.xp.exp(self.log_p)
@@ -121,7 +126,7 @@ class Distillation(Function):
         self.shape, self.t = student.shape, temperature
         logs = []
         for logits in (student, teacher):
-            z = logits.reshape(-1, c) / temperature
+            z = widened(logits.reshape(-1, c)) / temperature  # float32 for float16
             z -= z.max(axis=1, keepdims=True)
             z -= xp.log(xp.exp(z).sum(axis=1, keepdims=True))
             logs.append(z)
@@ -129,7 +134,7 @@ class Distillation(Function):
         self.p, self.count = xp.exp(self.log_p), max(logs[0].shape[0], 1)
         self.kl_rows = (self.p * (self.log_p - self.log_q)).sum(axis=1, keepdims=True)
         return xp.asarray(temperature ** 2 * self.kl_rows.sum() / self.count,
-                          dtype=student.dtype)
+                          dtype=self.p.dtype)
 
     def backward(self, grad):
         step, (wants_student, wants_teacher) = grad * self.t / self.count, self.needs_input_grad
@@ -157,6 +162,8 @@ def distillation_loss(student_logits, teacher_logits, temperature=1.0):
         raise ValueError(f"distillation_loss: student and teacher logits must have one "
                          f"shape (N, C) or (B, L, C), got {student_logits.shape} and "
                          f"{teacher_logits.shape}")
+    floating("distillation_loss", student_logits=student_logits,
+             teacher_logits=teacher_logits)
     if not temperature > 0:
         raise ValueError(f"distillation_loss: temperature must be positive, got "
                          f"{temperature}")

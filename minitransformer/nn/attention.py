@@ -130,7 +130,8 @@ class MultiHeadAttention(Module):
                 raise ValueError(f"MultiHeadAttention: RoPE rotates pairs of features, but "
                                  f"the head size d_model/num_heads = {self.head_dim} is odd; "
                                  "choose d_model and num_heads with an even quotient")
-        self.rotary_base, self.causal = rotary_base, causal
+        self.rotary_base = rotary_base
+        self.causal = arguments.flag("MultiHeadAttention", "causal", causal)
         self.use_attention(attention, block_size)
         self.w_q = Linear(d_model, d_model, bias)
         self.w_k = Linear(d_model, num_kv_heads * self.head_dim, bias)

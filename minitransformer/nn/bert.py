@@ -28,9 +28,15 @@ def mask_tokens(ids, mask_id, special_ids, vocab_size, p=0.15, ignore_index=-100
         raise ValueError(f"mask_tokens: ids must be a (B, L) integer array, got "
                          f"{getattr(ids, 'shape', type(ids).__name__)} of dtype "
                          f"{getattr(ids, 'dtype', None)}")
+    named = list(special_ids) + [mask_id]
+    highest = max(named + [int(ids.max()) if ids.size else 0])
+    if min(named + [int(ids.min()) if ids.size else 0]) < 0 or highest >= vocab_size:
+        raise ValueError(f"mask_tokens: ids, special_ids and mask_id must lie in [0, "
+                         f"vocab_size={vocab_size}), got {sorted(set(named))} and ids in "
+                         f"[{int(ids.min()) if ids.size else 0}, {highest}]")
     rng = rng or backend.rng(backend.device_of(ids))
     special = xp.zeros(vocab_size, dtype=bool)
-    special[xp.asarray(list(special_ids) + [mask_id])] = True
+    special[xp.asarray(named)] = True
     ordinary = xp.flatnonzero(~special)  # the ids a random replacement may take
     draw, which = rng.random(ids.shape), rng.random(ids.shape)
     chosen = (draw < p) & ~special[ids]
