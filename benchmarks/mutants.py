@@ -441,6 +441,15 @@ MUTANTS = [
            "", "an in-place write through .data is not counted", T_HARD),
     Mutant("minitransformer/autograd.py", "if bool(_checksum(array) != before)]",
            "if False]", "a leaf changed in place before backward is not noticed", T_HARD),
+    # ---- cache-blocked rows and probability targets (landed late) ----
+    Mutant(F + "losses.py", "picked[rows] = shifted[xp.arange(len(shifted)), targets[rows]]",
+           "picked[rows] = shifted[xp.arange(len(shifted)), targets[:len(shifted)]]",
+           "cross-entropy in row blocks: every block picks the first block's targets", [T_F]),
+    Mutant(F + "losses.py", "            y += smoothing / z.shape[1]\n",
+           "            y += smoothing\n",
+           "soft-target cross-entropy: smoothing adds e, not e / C", [T_F]),
+    Mutant(F + "losses.py", "        gz *= self.y.sum(axis=1, keepdims=True)\n", "",
+           "soft-target cross-entropy backward assumes targets sum to 1", [T_F]),
 ]
 
 HARMLESS = [
@@ -456,4 +465,7 @@ HARMLESS = [
            "x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask, cache, bias)))",
            "x = self.norm1(self.dropout1(self.self_attn(x, x, x, mask, cache, bias)) + x)",
            "harmless: residual sum written the other way round", [T_NN]),
+    Mutant(F + "common.py", "    step = max(1, PIECE // x.shape[-1])\n",
+           "    step = max(1, PIECE // x.shape[-1]) + 1\n",
+           "harmless: softmax row blocks one row larger", [T_ATT, T_F]),
 ]
