@@ -187,7 +187,7 @@ MUTANTS = [
     Mutant(NN + "transformer.py",
            "return self.norm2(x + self.dropout2(self.feed_forward(x)))",
            "return self.norm2(self.dropout2(self.feed_forward(x)))",
-           "post-LN encoder layer: the feed-forward residual dropped", [T_NN]),
+           "post-LN encoder layer: the feed-forward residual dropped", [T_NN, T_ORACLE]),
     Mutant(NN + "transformer.py", "self.dropout2(self.cross_attn(h, memory, memory",
            "self.dropout2(self.cross_attn(x, memory, memory",
            "pre-LN decoder layer: cross-attention reads the unnormalised stream",

@@ -124,10 +124,11 @@ def main():
         copy = pathlib.Path(tmp) / "repo"
         shutil.copytree(ROOT, copy, ignore=IGNORE)
         env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
-        if args.without_torch:  # a torch that fails to import: importorskip skips
+        if args.without_torch:  # a torch that is "not installed": importorskip skips
             shadow = pathlib.Path(tmp) / "no-torch" / "torch"
             shadow.mkdir(parents=True)
-            (shadow / "__init__.py").write_text("raise ImportError('hidden')\n")
+            (shadow / "__init__.py").write_text(
+                "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
             env["PYTHONPATH"] = f"{shadow.parent}{os.pathsep}{copy}"
         baseline, detail = run_pytest(copy, [], env, args.timeout)
         if not baseline:
