@@ -34,6 +34,7 @@ import tempfile
 import time
 
 from mutants import HARMLESS, MUTANTS
+from mutants_newer import NEWER_MUTANTS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 IGNORE = shutil.ignore_patterns(".git", "__pycache__", ".hypothesis", "runs", "*.egg-info",
@@ -108,7 +109,7 @@ def main():
     # A kill ends the run like Ctrl-C: the pytest child is stopped, the copy removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
 
-    planted = [(m, False) for m in MUTANTS] + [(m, True) for m in HARMLESS]
+    planted = [(m, False) for m in MUTANTS + NEWER_MUTANTS] + [(m, True) for m in HARMLESS]
     if args.only:
         needles = [text.lower() for text in args.only]
         planted = [(m, h) for m, h in planted if any(
