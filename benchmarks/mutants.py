@@ -28,11 +28,13 @@ T_COMP, T_VAR = "tests/test_components.py", "tests/test_model_variants.py"
 T_BLOCK, T_RECOMP = "tests/test_blockwise_attention.py", "tests/test_recompute.py"
 T_QUANT, T_BERT, T_VIT = "tests/test_quantize.py", "tests/test_bert.py", "tests/test_vit.py"
 T_PREC = "tests/test_precision.py"
+T_HARD = ["tests/test_hardening_api.py", "tests/test_hardening_engine.py",
+          "tests/test_components_errors.py"]
 
 MUTANTS = [
     # ---- the six bugs of issue 16, which the suite used to miss ----
-    Mutant("minitransformer/generate.py", "logits = logits / temperature",
-           "logits = logits * temperature",
+    Mutant("minitransformer/generate.py", "logits = widened(logits) / temperature",
+           "logits = widened(logits) * temperature",
            "sample multiplies the logits by the temperature", [T_GEN]),
     Mutant("minitransformer/generate.py", "lengths += ~done", "lengths += 1",
            "beam search: finished hypotheses keep accruing length", [T_GEN]),
@@ -417,13 +419,37 @@ MUTANTS = [
            "            self.scale *= self.factor\n            self.clean_steps = 0\n",
            "            self.scale *= self.factor\n",
            "loss scaler grows on every step after the first growth", [T_PREC, T_TRAIN]),
-    Mutant("minitransformer/precision.py",
-           "                p.grad /= p.grad.dtype.type(self.scale)\n", "",
+    Mutant("minitransformer/precision.py", "p.grad /= p.grad.dtype.type(self.scale)",
+           "pass  # the gradients are left as they are",
            "loss scaler leaves the gradients scaled", [T_PREC, T_TRAIN]),
     Mutant("minitransformer/precision.py",
            "t.grad = grad if new is None else new if grad is None else grad + new",
            "t.grad = grad if new is None else new",
            "half precision drops the gradients accumulated before it", [T_PREC, T_TRAIN]),
+    # ---- hardening (issue 10): bad input is refused, in-place changes are noticed ----
+    Mutant("minitransformer/arguments.py", "return integer(owner, name, value, low=1)",
+           "return integer(owner, name, value, low=0)",
+           "sizes of 0 accepted (0 heads, 0 layers)", T_HARD),
+    Mutant("minitransformer/arguments.py", "if not (value > 0 and math.isfinite(value)):",
+           "if not value > 0:", "an infinite temperature or base accepted", T_HARD),
+    Mutant("minitransformer/arguments.py",
+           "if not (0 <= value < 1 if interval == \"[0, 1)\" else 0 < value <= 1):",
+           "if not (0 <= value <= 1 if interval == \"[0, 1)\" else 0 < value <= 1):",
+           "dropout p = 1 accepted (a division by zero)", T_HARD),
+    Mutant("minitransformer/autograd.py",
+           "        if array is getattr(self, \"_data\", None):\n            self._version += 1\n",
+           "", "an in-place write through .data is not counted", T_HARD),
+    Mutant("minitransformer/autograd.py", "if bool(_checksum(array) != before)]",
+           "if False]", "a leaf changed in place before backward is not noticed", T_HARD),
+    # ---- cache-blocked rows and probability targets (landed late) ----
+    Mutant(F + "losses.py", "picked[rows] = shifted[xp.arange(len(shifted)), targets[rows]]",
+           "picked[rows] = shifted[xp.arange(len(shifted)), targets[:len(shifted)]]",
+           "cross-entropy in row blocks: every block picks the first block's targets", [T_F]),
+    Mutant(F + "losses.py", "            y += smoothing / z.shape[1]\n",
+           "            y += smoothing\n",
+           "soft-target cross-entropy: smoothing adds e, not e / C", [T_F]),
+    Mutant(F + "losses.py", "        gz *= self.y.sum(axis=1, keepdims=True)\n", "",
+           "soft-target cross-entropy backward assumes targets sum to 1", [T_F]),
 ]
 
 HARMLESS = [
@@ -439,4 +465,7 @@ HARMLESS = [
            "x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask, cache, bias)))",
            "x = self.norm1(self.dropout1(self.self_attn(x, x, x, mask, cache, bias)) + x)",
            "harmless: residual sum written the other way round", [T_NN]),
+    Mutant(F + "common.py", "    step = max(1, PIECE // x.shape[-1])\n",
+           "    step = max(1, PIECE // x.shape[-1]) + 1\n",
+           "harmless: softmax row blocks one row larger", [T_ATT, T_F]),
 ]

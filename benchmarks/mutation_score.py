@@ -19,7 +19,7 @@ of its cost (a caught bug usually costs one test file).
     python benchmarks/mutation_score.py --check               # do all snippets still match?
 
 A mutant whose snippet no longer occurs exactly once in its file is reported as stale
-(the code moved on): update its snippet. Exit status 1 if a real bug survives, a harmless
+(the code moved on): update its snippet. So is one whose mutated file does not compile. Exit status 1 if a real bug survives, a harmless
 rewrite is caught, or a snippet is stale.
 """
 import argparse
@@ -44,12 +44,20 @@ PYTEST = ["-q", "-x", "-rf", "--hypothesis-profile=mutation"]
 
 
 def stale(mutant):
-    """Why ``mutant`` cannot be applied to today's code, or None."""
+    """Why ``mutant`` cannot be applied to today's code, or None. A mutant that is not
+    valid Python would be "caught" by any suite: it counts as stale too."""
     path = ROOT / mutant.file
     if not path.exists():
         return f"{mutant.file} does not exist"
-    count = path.read_text().count(mutant.original)
-    return None if count == 1 else f"the snippet occurs {count} times in {mutant.file}"
+    source = path.read_text()
+    count = source.count(mutant.original)
+    if count != 1:
+        return f"the snippet occurs {count} times in {mutant.file}"
+    try:
+        compile(source.replace(mutant.original, mutant.replacement), mutant.file, "exec")
+    except SyntaxError as error:
+        return f"the mutated file does not compile: {error.msg} (line {error.lineno})"
+    return None
 
 
 def run_pytest(copy, files, env, timeout):

@@ -10,6 +10,7 @@ import minitransformer as mt
 from minitransformer import functional as F
 from minitransformer.optim import SGD, Adam
 from minitransformer.precision import LossScaler, half_precision
+from strategies import host
 
 
 def test_loss_scaler_state_machine():
@@ -92,6 +93,19 @@ def test_half_precision_computes_in_float16_and_keeps_float32_masters():
     for p, master in zip(model.parameters(), masters):
         assert p.dtype == np.float32 and p.grad.dtype == np.float32
         np.testing.assert_array_equal(p.numpy(), master)  # the masters are untouched
+
+
+def test_half_precision_adds_to_the_gradients_already_there():
+    """Documented: the float32 gradients of the block are added to any the parameters had
+    (gradient accumulation over float16 micro-batches depends on it)."""
+    model = mt.nn.Linear(3, 2)
+    x = mt.tensor(np.ones((4, 3), np.float32))
+    model(x).sum().backward()  # float32: dW = 4 everywhere, db = 4
+    with half_precision(model):
+        model(x * 0.5).sum().backward()  # float16: 2 and 4, exact in float16
+    np.testing.assert_array_equal(host(model.weight.grad), np.full((2, 3), 6.0, np.float32))
+    np.testing.assert_array_equal(host(model.bias.grad), np.full(2, 8.0, np.float32))
+    assert model.weight.grad.dtype == np.float32
 
 
 @pytest.mark.parametrize("attention", ["plain", "blockwise"])
