@@ -6,11 +6,11 @@ little data (1437 training images) a Transformer, which knows nothing of pixels 
 neighbours, overfits quickly; shifting each training image by up to one pixel
 (augmentation) is what takes it past 97%.
 
-What to watch: accuracy passes 90% within a thousand steps and ends near 99%; the
-final figure is on 360 held-out images (a fixed fifth of the set, the same for every
---seed), against the 10% of guessing and a nearest-centroid baseline. The PNG shows, for a few held-out
-digits, where the [CLS] token of the last layer looks (mean over heads): the patches
-holding the strokes that tell the digits apart.
+What to watch: accuracy passes 90% within a thousand steps and ends near 99%; the final
+figure is on 360 held-out images (a fixed fifth of the set, the same for every --seed),
+against the 10% of guessing and a nearest-centroid baseline. The PNG shows, for a few
+held-out digits, where the [CLS] token of the last layer looks (mean over heads): the
+patches holding the strokes that tell the digits apart.
 
     pip install -e ".[vision]"        # scikit-learn, for its bundled digits
     python demos/vit_digits.py        # 93 s on a 2-core CPU: 98.9% held out
