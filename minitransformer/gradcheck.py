@@ -55,22 +55,25 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, directions=Non
 
 
 def _central_difference(x, flat_index_or_direction, objective, eps):
-    """d objective / dx along one element (an int) or one direction (an array)."""
-    flat = x.data.reshape(-1)  # a view: writing it perturbs the input in place
-    step = flat_index_or_direction
-    original = flat.copy() if not isinstance(step, int) else flat[step].item()
+    """d objective / dx along one element (a C-order flat index) or one direction (an
+    array of x.size), perturbing x.data in place whatever its memory layout."""
+    data, step = x.data, flat_index_or_direction
     if isinstance(step, int):
-        flat[step] = original + eps
+        index = tuple(int(j) for j in backend.host.unravel_index(step, x.shape))
+        original = data[index].item()
+        data[index] = original + eps
         plus = objective()
-        flat[step] = original - eps
+        data[index] = original - eps
         minus = objective()
-        flat[step] = original
+        data[index] = original
     else:
-        flat += eps * step
+        step = step.reshape(x.shape)
+        original = data.copy()
+        data += eps * step
         plus = objective()
-        flat[...] = original - eps * step
+        data[...] = original - eps * step
         minus = objective()
-        flat[...] = original
+        data[...] = original
     return (plus - minus) / (2 * eps)
 
 

@@ -154,6 +154,16 @@ def test_gradcheck_catches_a_nan_gradient():
         mt.gradcheck(NanBackward.apply, [leaf([1.0, 2.0])], directions=2)
 
 
+def test_gradcheck_perturbs_inputs_of_any_memory_layout():
+    # A tensor made from a transposed or broadcast array keeps its strides; perturbing a
+    # reshaped copy instead of the data itself would give central differences of 0.
+    for array in (np.arange(6.0).reshape(2, 3).T, np.broadcast_to(np.arange(2.0), (2, 2))):
+        x = leaf(array)
+        weights = mt.tensor(np.arange(1.0, x.size + 1).reshape(x.shape))
+        assert mt.gradcheck(lambda t: t * weights, [x])
+        assert mt.gradcheck(lambda t: t * weights, [x], directions=2)
+
+
 def test_gradcheck_needs_float64():
     with pytest.raises(TypeError, match="float64"):
         mt.gradcheck(lambda t: t * 2, [mt.tensor([1.0], requires_grad=True)])
