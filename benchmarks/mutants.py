@@ -284,7 +284,7 @@ HARMLESS = [
            "x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask, cache, bias)))",
            "x = self.norm1(self.dropout1(self.self_attn(x, x, x, mask, cache, bias)) + x)",
            "harmless: residual sum written the other way round", [T_NN]),
-    Mutant(F + "common.py", "    step = max(1, PIECE // x.shape[-1])\n",
-           "    step = max(1, PIECE // x.shape[-1]) + 1\n",
-           "harmless: softmax row blocks one row larger", [T_ATT, T_F]),
+    Mutant(F + "common.py", "step = max(1, PIECE // max(width, 1)) if",
+           "step = max(1, PIECE // max(width, 1)) + 1 if",
+           "harmless: softmax and cross-entropy row blocks one row larger", [T_ATT, T_F]),
 ]

@@ -89,9 +89,8 @@ def row_blocks(x):
         yield x
         return
     rows = x.reshape(-1, x.shape[-1])
-    step = max(1, PIECE // x.shape[-1])
-    for start in range(0, len(rows), step):
-        yield rows[start:start + step]
+    for block in row_slices(rows):
+        yield rows[block]
 
 
 def row_slices(x):

@@ -1,7 +1,7 @@
 """Linear maps, embedding lookups and layer normalisation."""
 from .. import arguments
 from ..autograd import Function, Tensor
-from .common import floating, indices
+from .common import floating, indices, widened
 
 
 class Linear(Function):
@@ -81,7 +81,7 @@ class LayerNorm(Function):
         # Half precision: statistics in float32, as PyTorch does (BERT's eps=1e-12 is 0 in
         # float16, and a sum of D float16 squares loses digits). The engine casts the
         # gradients back to each input's dtype.
-        x = x.astype(self.xp.float32) if x.dtype.itemsize < 4 else x
+        x = widened(x)
         xhat = x - x.mean(axis=-1, keepdims=True)
         var = (xhat * xhat).mean(axis=-1, keepdims=True)
         var += eps

@@ -1,7 +1,7 @@
 """RMSNorm (Zhang and Sennrich, 2019): LayerNorm without the mean, as LLaMA uses."""
 from .. import arguments
 from ..autograd import Function
-from .common import floating
+from .common import floating, widened
 
 
 class RMSNorm(Function):
@@ -10,7 +10,7 @@ class RMSNorm(Function):
     mean(x^2) gives dx = r (gh - xhat mean(gh xhat)) (LayerNorm's formula, less mean(gh))."""
     def forward(self, x, weight=None, eps=1e-6):
         self.dtype = x.dtype  # half precision: statistics in float32, as in LayerNorm
-        x = x.astype(self.xp.float32) if x.dtype.itemsize < 4 else x
+        x = widened(x)
         mean_square = (x * x).mean(axis=-1, keepdims=True)
         mean_square += eps
         self.inv_rms = 1 / self.xp.sqrt(mean_square)
