@@ -172,8 +172,8 @@ NEWER_MUTANTS = [
            "t.grad = grad if new is None else new",
            "half precision drops the gradients accumulated before it", [T_PREC, T_TRAIN]),
     # ---- hardening (issue 10): bad input is refused, in-place changes are noticed ----
-    Mutant("minitransformer/arguments.py", "return integer(owner, name, value, low=1)",
-           "return integer(owner, name, value, low=0)",
+    Mutant("minitransformer/arguments.py", "return integer(owner, name, value, low=1,",
+           "return integer(owner, name, value, low=0,",
            "sizes of 0 accepted (0 heads, 0 layers)", T_HARD),
     Mutant("minitransformer/arguments.py", "if not (value > 0 and math.isfinite(value)):",
            "if not value > 0:", "an infinite temperature or base accepted", T_HARD),

@@ -324,21 +324,9 @@ class EncoderClassifier(Module):
     (word + position + token type), normalised and passed through post-LN layers; there
     is no sqrt(d_model) scaling.
 
-    Parameter names, and the Hugging Face ``BertModel`` names they hold (layer i):
-      token_embedding.weight         embeddings.word_embeddings.weight
-      position_embedding.weight      embeddings.position_embeddings.weight
-      token_type_embedding.weight    embeddings.token_type_embeddings.weight
-      embedding_norm.{weight,bias}   embeddings.LayerNorm.{weight,bias}
-      encoder.layers.i.self_attn.w_q.*   encoder.layer.i.attention.self.query.*
-      encoder.layers.i.self_attn.w_k.*   encoder.layer.i.attention.self.key.*
-      encoder.layers.i.self_attn.w_v.*   encoder.layer.i.attention.self.value.*
-      encoder.layers.i.self_attn.w_o.*   encoder.layer.i.attention.output.dense.*
-      encoder.layers.i.norm1.*           encoder.layer.i.attention.output.LayerNorm.*
-      encoder.layers.i.feed_forward.linear1.*  encoder.layer.i.intermediate.dense.*
-      encoder.layers.i.feed_forward.linear2.*  encoder.layer.i.output.dense.*
-      encoder.layers.i.norm2.*           encoder.layer.i.output.LayerNorm.*
-      pooler.{weight,bias}           pooler.dense.{weight,bias}
-      classifier.{weight,bias}       classifier.* (BertForSequenceClassification)
+    Its parameters hold Hugging Face ``BertModel``'s under other names, listed once in
+    ``pretrained.sentence_encoder`` (``bert_parameter_names``); ``classifier.*`` holds
+    ``BertForSequenceClassification``'s ``classifier.*``.
     Both use (out_features, in_features) Linear weights, so no transposes are needed.
     """
 

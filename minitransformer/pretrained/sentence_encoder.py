@@ -23,7 +23,7 @@ from ..ops import maximum
 from .safetensors import read_safetensors
 from .wordpiece import WordPieceTokenizer
 
-# Our parameter name -> Hugging Face BertModel's (EncoderClassifier's docstring has both).
+# The one map of EncoderClassifier's parameter names onto Hugging Face BertModel's.
 _EMBEDDING_NAMES = {
     "token_embedding.weight": "embeddings.word_embeddings.weight",
     "position_embedding.weight": "embeddings.position_embeddings.weight",
