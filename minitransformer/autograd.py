@@ -352,6 +352,16 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     return Tensor(data, requires_grad=requires_grad)
 
 
+def as_array(value, device=None):
+    """``value`` -- a Tensor (its data), an array, a nested list -- as a backend array on
+    ``device``; None leaves an array where it is and puts a list on the current backend.
+    The one way the package turns a value into an array (no copy when it already is one)."""
+    data = value.data if isinstance(value, Tensor) else value
+    if device is None:
+        device = backend.device_of(data) if backend.is_array(data) else None
+    return backend.to_device(data, device)
+
+
 def _host_array(data, dtype):
     """A number or nested list as a host array; Python floats become float32."""
     try:

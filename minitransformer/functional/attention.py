@@ -3,9 +3,9 @@ grouped-query heads."""
 import math
 
 from .. import arguments, backend
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, as_array
 from ..ops.arithmetic import unbroadcast
-from .common import array_like, floating, keep_mask, softmax_rows_, widened
+from .common import floating, keep_mask, softmax_rows_, widened
 
 
 class ScaledDotProductAttention(Function):
@@ -120,14 +120,14 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
     arguments.fraction(name, "dropout_p", dropout_p)
     scores, scores_name = batch + (q.shape[-2], k.shape[-2]), "the scores' (..., Lq, Lk)"
     if mask is not None:
-        mask = array_like(mask, q)
+        mask = as_array(mask, q.device)
         if mask.dtype != bool:
             raise TypeError(f"{name}: mask must be boolean (True = may attend), "
                             f"got dtype {mask.dtype}")
         arguments.broadcastable(name, "mask", mask.shape, scores, scores_name)
     if bias is not None:
         if not isinstance(bias, Tensor):
-            bias = Tensor(array_like(bias, q))
+            bias = Tensor(as_array(bias, q.device))
         if bias.device != q.device:  # a learned bias stays where its parameters are
             raise backend.DeviceError(f"{name}: bias is on {bias.device!r} but q is on "
                                       f"{q.device!r}; move one with .to({q.device!r})")
