@@ -94,8 +94,8 @@ MUTANTS = [
            "grads[key] = ig if key not in grads else grads[key] + ig", "grads[key] = ig",
            "backward: a node used twice keeps only its last gradient", [T_AUTOGRAD]),
     Mutant("minitransformer/autograd.py",
-           "node.grad = g.copy() if node.grad is None else node.grad + g",
-           "node.grad = g.copy()",
+           "leaf.grad = g.copy() if leaf.grad is None else leaf.grad + g",
+           "leaf.grad = g.copy()",
            "backward overwrites .grad instead of accumulating", [T_AUTOGRAD, T_TRAIN]),
 
     # ---- fused functions ----
