@@ -161,7 +161,7 @@ class SentenceEncoder:
 
     def _embed(self, ids, attention_mask):
         """Host ids and mask (B, L) -> mean-pooled embeddings (B, D) on the model's device."""
-        device = self.model.pooler.weight.device
+        device = self.model.device
         ids, attention_mask = (backend.to_device(a, device) for a in (ids, attention_mask))
         hidden = self.model.encode(ids, attention_mask=attention_mask)
         return mean_pool(hidden, attention_mask)
