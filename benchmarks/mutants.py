@@ -94,8 +94,8 @@ MUTANTS = [
            "grads[key] = ig if key not in grads else grads[key] + ig", "grads[key] = ig",
            "backward: a node used twice keeps only its last gradient", [T_AUTOGRAD]),
     Mutant("minitransformer/autograd.py",
-           "node.grad = g.copy() if node.grad is None else node.grad + g",
-           "node.grad = g.copy()",
+           "leaf.grad = g.copy() if leaf.grad is None else leaf.grad + g",
+           "leaf.grad = g.copy()",
            "backward overwrites .grad instead of accumulating", [T_AUTOGRAD, T_TRAIN]),
 
     # ---- fused functions ----
@@ -197,8 +197,8 @@ MUTANTS = [
            "else self.norm(x)",
            "                x = layer(x, mask, bias=bias)\n        return x",
            "pre-LN encoder stack without its final LayerNorm", [T_NN]),
-    Mutant(NN + "models.py", "x = embedding(ids) * math.sqrt(self.config.d_model)",
-           "x = embedding(ids)", "Transformer: embeddings not scaled by sqrt(d_model)",
+    Mutant(NN + "models.py", "x = embedding.lookup(ids) * math.sqrt(self.config.d_model)",
+           "x = embedding.lookup(ids)", "Transformer: embeddings not scaled by sqrt(d_model)",
            [T_ORACLE, T_MODELS]),
     Mutant(NN + "models.py",
            "return combine_masks(padding_mask(tgt, self.config.pad_id), causal)",

@@ -12,6 +12,8 @@ from hypothesis.extra import numpy as hnp
 
 import minitransformer as mt
 from minitransformer import functional as F
+from minitransformer.functional.attention import (ScaledDotProductAttention,
+                                                  check_attention_arguments)
 from strategies import arrays, host, leaf
 from test_functional import assert_same, composed_log_softmax, seeds
 
@@ -83,6 +85,22 @@ def test_attention_weights_and_fully_masked_rows(inputs):
     assert (out.numpy()[empty] == 0).all()
     out.backward(mt.tensor(np.ones(out.shape)))
     assert all(np.isfinite(host(t.grad)).all() for t in tensors)
+
+
+@settings(max_examples=8)
+@given(inputs=attention_inputs(), use_output=st.booleans())
+def test_attention_weights_as_a_second_output_are_differentiable(inputs, use_output):
+    """The fused node returns the weights as a second output: when they feed the loss
+    (with the output or alone), their gradient flows back through the softmax too."""
+    q, k, v, mask, bias = inputs
+    tensors = [leaf(a) for a in (q, k, v)] + ([] if bias is None else [leaf(bias)])
+
+    def attend(q, k, v, b=None):
+        q, k, v, m, b, _ = check_attention_arguments("attend", q, k, v, mask, b, 0.0)
+        out, weights = ScaledDotProductAttention.apply(
+            *(t for t in (q, k, v, b) if t is not None), mask=m)
+        return mt.concatenate([out, weights], axis=-1) if use_output else weights
+    assert mt.gradcheck(attend, tensors)
 
 
 @settings(max_examples=6)

@@ -3,19 +3,20 @@ grouped-query heads."""
 import math
 
 from .. import arguments, backend
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, as_array
 from ..ops.arithmetic import unbroadcast
-from .common import array_like, floating, keep_mask, softmax_rows_, widened
+from .common import floating, keep_mask, softmax_rows_, widened
 
 
 class ScaledDotProductAttention(Function):
     """softmax(s q k^T + bias, masked) v with s = 1/sqrt(Dk): q (..., Lq, Dk),
     k (..., Lk, Dk), v (..., Lk, Dv), bias (..., Lq, Lk) or absent -> (..., Lq, Dv);
-    leading dims broadcast. With P the weights, A = P * keep after dropout and O = A v,
-    the chain rule through the two matmuls and the softmax (see Softmax) gives
-    dV = A^T dO, dP = (dO V^T) * keep, dS = P (dP - rowsum(dP P)), dQ = s dS K,
+    leading dims broadcast; the weights P (..., Lq, Lk) are a second output. With
+    A = P * keep after dropout and O = A v, the chain rule through the two matmuls and
+    the softmax (see Softmax) gives dV = A^T dO, dP = (dO V^T) * keep (+ the weights'
+    own gradient, if they feed the loss), dS = P (dP - rowsum(dP P)), dQ = s dS K,
     dK = s dS^T Q, and dBias = dS, since the bias is added to the scores S."""
-    def forward(self, q, k, v, bias=None, mask=None, dropout_p=0.0, weights_out=None):
+    def forward(self, q, k, v, bias=None, mask=None, dropout_p=0.0):
         xp = self.xp
         self.scale = 1 / math.sqrt(q.shape[-1])
         self.q_scaled = q * self.scale  # cheaper than scaling the (Lq, Lk) scores
@@ -26,15 +27,16 @@ class ScaledDotProductAttention(Function):
         if mask is not None:
             xp.copyto(scores, -xp.inf, where=~mask)
         probs = softmax_rows_(scores)  # a fully masked row gets weights 0, output 0
-        weights_out.append(probs)  # Function.apply returns one tensor; weights leave here
         self.keep = None
         if dropout_p:
             self.keep = keep_mask(probs.shape, dropout_p, probs.dtype, backend.device_of(q))
         self.k, self.v, self.probs = k, v, probs
         self.out = (probs if self.keep is None else probs * self.keep) @ v
-        return self.out.astype(q.dtype, copy=False)
+        return self.out.astype(q.dtype, copy=False), probs
 
-    def backward(self, grad):
+    def backward(self, grad, grad_probs):
+        if grad is None:  # only the weights feed the loss
+            grad = self.xp.zeros_like(self.out)
         grad = grad.astype(self.out.dtype, copy=False)
         needs_q, needs_k, needs_v, needs_bias = (self.needs_input_grad + [False])[:4]
         k, v, probs, keep = self.k, self.v, self.probs, self.keep
@@ -50,6 +52,8 @@ class ScaledDotProductAttention(Function):
         # rowsum(dP P) = rowsum(dO O) (as in FlashAttention): an (Lq, Dv) product
         # instead of an (Lq, Lk) one.
         gs -= (grad * self.out).sum(axis=-1, keepdims=True)
+        if grad_probs is not None:  # None unless the weights feed the loss
+            gs += grad_probs - (grad_probs * probs).sum(axis=-1, keepdims=True)
         gs *= probs
         gq = gk = None
         if needs_q:
@@ -116,14 +120,14 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
     arguments.fraction(name, "dropout_p", dropout_p)
     scores, scores_name = batch + (q.shape[-2], k.shape[-2]), "the scores' (..., Lq, Lk)"
     if mask is not None:
-        mask = array_like(mask, q)
+        mask = as_array(mask, q.device)
         if mask.dtype != bool:
             raise TypeError(f"{name}: mask must be boolean (True = may attend), "
                             f"got dtype {mask.dtype}")
         arguments.broadcastable(name, "mask", mask.shape, scores, scores_name)
     if bias is not None:
         if not isinstance(bias, Tensor):
-            bias = Tensor(array_like(bias, q))
+            bias = Tensor(as_array(bias, q.device))
         if bias.device != q.device:  # a learned bias stays where its parameters are
             raise backend.DeviceError(f"{name}: bias is on {bias.device!r} but q is on "
                                       f"{q.device!r}; move one with .to({q.device!r})")
@@ -160,12 +164,11 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=Tru
     """
     q, k, v, mask, bias, groups = check_attention_arguments(
         "scaled_dot_product_attention", q, k, v, mask, bias, dropout_p)
-    weights = []
-    out = ScaledDotProductAttention.apply(
-        *(t for t in (q, k, v, bias) if t is not None), mask=mask, weights_out=weights,
+    out, weights = ScaledDotProductAttention.apply(
+        *(t for t in (q, k, v, bias) if t is not None), mask=mask,
         dropout_p=dropout_p if training else 0.0)
-    weights = weights[0]
+    weights = weights.detach()  # for inspection only, and so as not to hold the graph
     if groups > 1:  # (..., H_kv, G, L, D) back to (..., H, L, D)
         out = out.reshape(*out.shape[:-4], -1, *out.shape[-2:])
         weights = weights.reshape(*weights.shape[:-4], -1, *weights.shape[-2:])
-    return out, Tensor(weights)
+    return out, weights

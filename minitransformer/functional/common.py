@@ -1,14 +1,6 @@
 """Small helpers shared by the functional modules."""
 from .. import backend
-from ..autograd import Tensor
-
-
-def array_like(value, like):
-    """``value`` (a Tensor, an array or a nested list) as an array on the device of ``like``."""
-    data = value.data if isinstance(value, Tensor) else value
-    if not backend.is_array(data):
-        data = backend.host.asarray(data)
-    return backend.to_device(data, like.device)
+from ..autograd import as_array
 
 
 def floating(owner, **tensors):
@@ -23,7 +15,7 @@ def floating(owner, **tensors):
 def indices(value, like, size, what):
     """``value`` as an array of integers in [0, size) (size None: >= 0) on the device of
     ``like``."""
-    data = array_like(value, like)
+    data = as_array(value, like.device)
     if data.dtype.kind not in "iu":
         raise TypeError(f"{what} must be integers, got dtype {data.dtype}")
     low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)

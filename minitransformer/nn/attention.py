@@ -161,7 +161,7 @@ class MultiHeadAttention(Module):
                 k, v = cache.update(k, v)
         batch, lq = query.shape[:2]
         mask = check_mask("MultiHeadAttention", "mask", mask,
-                          (batch, self.num_heads, lq, k.shape[2]), self.w_q.weight.device)
+                          (batch, self.num_heads, lq, k.shape[2]), self.device)
         if self.attention == "blockwise":
             out, weights = F.blockwise_attention(
                 q, k, v, mask, bias, self.causal, self.dropout, self.training,
@@ -192,7 +192,7 @@ class MultiHeadAttention(Module):
         return x.transpose(0, 2, 1, 3).reshape(batch, length, self.d_model)
 
     def _check_inputs(self, query, key, value, cache):
-        device = self.w_q.weight.device
+        device = self.device
         uses_key_value = cache is None or not cache.static or cache.keys is None
         named = [("query", query)] + (
             [("key", key), ("value", value)] if uses_key_value else [])
