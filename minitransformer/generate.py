@@ -228,9 +228,14 @@ def beam_search(model, tokens, max_new_tokens, beam_size=4, alpha=0.6, src=None,
                 eos_id=None, use_cache=True):
     """Keep the ``beam_size`` most probable continuations of each row.
 
+    Each step keeps the ``beam_size`` hypotheses with the highest *summed*
+    log-probability, finished ones (which repeat ``eos_id`` at no cost) included; only the
+    final pick divides by ``length_penalty(generated length, alpha)``. Live hypotheses all
+    have the same length, so the sum ranks them as the normalised score would (Hugging
+    Face and fairseq rank them so too, but keep finished ones apart, holding no beam).
+
     Returns ``(best, scores)``: best (B, T0 + n) tokens (rows that ended early are padded
-    with ``eos_id``) and scores (B,): each hypothesis's summed log-probability divided by
-    ``length_penalty(generated length, alpha)``, the quantity the search ranks by.
+    with ``eos_id``) and scores (B,): the normalised score of each row's pick.
     """
     beam_size = arguments.positive_integer("beam_search", "beam_size", beam_size)
     max_new_tokens, eos_id = _check_lengths("beam_search", max_new_tokens, eos_id)

@@ -63,8 +63,8 @@ class Linear(Module):
 
     def forward(self, x):
         if x.shape[-1:] != (self.in_features,):
-            raise ValueError(f"Linear: input has shape {x.shape}, expected last dim "
-                             f"in_features={self.in_features}")
+            raise ValueError(f"{type(self).__name__}: input has shape {x.shape}, expected "
+                             f"last dim in_features={self.in_features}")
         return LinearFunction.apply(*(t for t in (x, self.weight, self.bias) if t is not None))
 
     def extra_repr(self):
