@@ -193,9 +193,9 @@ MUTANTS = [
            "pre-LN decoder layer: cross-attention reads the unnormalised stream",
            [T_NN, T_ORACLE]),
     Mutant(NN + "transformer.py",
-           "                x = layer(x, mask, bias=bias)\n        return x if self.norm is None "
-           "else self.norm(x)",
-           "                x = layer(x, mask, bias=bias)\n        return x",
+           "                x = layer(x, mask=mask, bias=bias)\n        return x if self.norm is "
+           "None else self.norm(x)",
+           "                x = layer(x, mask=mask, bias=bias)\n        return x",
            "pre-LN encoder stack without its final LayerNorm", [T_NN]),
     Mutant(NN + "models.py", "x = embedding.lookup(ids) * math.sqrt(self.config.d_model)",
            "x = embedding.lookup(ids)", "Transformer: embeddings not scaled by sqrt(d_model)",
@@ -281,8 +281,10 @@ HARMLESS = [
            "sum(float((p.grad * p.grad).sum())",
            "harmless: squared norm as a sum of squares", [T_OPTIM]),
     Mutant(NN + "transformer.py",
-           "x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask, cache, bias)))",
-           "x = self.norm1(self.dropout1(self.self_attn(x, x, x, mask, cache, bias)) + x)",
+           "x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=mask, cache=cache,\n"
+           "                                                        bias=bias)))",
+           "x = self.norm1(self.dropout1(self.self_attn(x, x, x, mask=mask, cache=cache,\n"
+           "                                                    bias=bias)) + x)",
            "harmless: residual sum written the other way round", [T_NN]),
     Mutant(F + "common.py", "step = max(1, PIECE // max(width, 1)) if",
            "step = max(1, PIECE // max(width, 1)) + 1 if",

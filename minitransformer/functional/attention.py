@@ -93,9 +93,8 @@ def _group_heads(x, groups):
 
 def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
     """Check the arguments of an attention function (``name``) and return
-    ``(q, k, v, mask, bias, groups)`` ready for its Function: the mask as an array, the
-    bias as a Tensor, and with grouped-query heads (``groups`` > 1) the head axis split
-    as ``_group_heads`` does."""
+    ``group_heads(q, k, v, mask, bias)`` ready for its Function, the mask as an array
+    and the bias as a Tensor."""
     for arg, t in (("q", q), ("k", k), ("v", v)):
         if t.ndim < 2:
             raise ValueError(f"{name}: {arg} must have at least 2 dims (..., length, dim), "
@@ -125,6 +124,12 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
             raise TypeError(f"{name}: mask must be boolean (True = may attend), "
                             f"got dtype {mask.dtype}")
         arguments.broadcastable(name, "mask", mask.shape, scores, scores_name)
+    return group_heads(q, k, v, mask, check_bias(name, bias, q, scores, scores_name))
+
+
+def check_bias(name, bias, q, scores, scores_name):
+    """``bias`` (None, an array or a Tensor) as a float Tensor on q's device that
+    broadcasts to the shape ``scores``."""
     if bias is not None:
         if not isinstance(bias, Tensor):
             bias = Tensor(as_array(bias, q.device))
@@ -135,6 +140,13 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
             raise TypeError(f"{name}: bias must be a float array added to the scores, got "
                             f"dtype {bias.dtype} (a boolean mask goes in mask=)")
         arguments.broadcastable(name, "bias", bias.shape, scores, scores_name)
+    return bias
+
+
+def group_heads(q, k, v, mask, bias):
+    """``(q, k, v, mask, bias, groups)``: with grouped-query heads (``groups`` > 1) the
+    head axis split as ``_group_heads`` does, else the arguments as they are."""
+    groups = _kv_groups("attention", q, k, v)
     if groups > 1:
         q, k, v = _group_heads(q, groups), _group_heads(k, 1), _group_heads(v, 1)
         mask, bias = _group_heads(mask, groups), _group_heads(bias, groups)
@@ -162,11 +174,16 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=Tru
     (..., Lq, Lk) are the softmax probabilities before dropout, a Tensor outside the
     graph (for inspection and plots: gradients flow through ``output`` only).
     """
-    q, k, v, mask, bias, groups = check_attention_arguments(
-        "scaled_dot_product_attention", q, k, v, mask, bias, dropout_p)
+    return attention(*check_attention_arguments("scaled_dot_product_attention", q, k, v,
+                                                mask, bias, dropout_p),
+                     dropout_p if training else 0.0)
+
+
+def attention(q, k, v, mask, bias, groups, dropout_p):
+    """``scaled_dot_product_attention`` of checked arguments, as ``group_heads`` returns
+    them, for callers that checked them already (``MultiHeadAttention``)."""
     out, weights = ScaledDotProductAttention.apply(
-        *(t for t in (q, k, v, bias) if t is not None), mask=mask,
-        dropout_p=dropout_p if training else 0.0)
+        *(t for t in (q, k, v, bias) if t is not None), mask=mask, dropout_p=dropout_p)
     weights = weights.detach()  # for inspection only, and so as not to hold the graph
     if groups > 1:  # (..., H_kv, G, L, D) back to (..., H, L, D)
         out = out.reshape(*out.shape[:-4], -1, *out.shape[-2:])

@@ -25,7 +25,7 @@ from .checks import check_device, check_features, check_ids, check_mask
 from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
                      RelativePositionBias, SinusoidalPositionalEncoding)
 from .module import Module, ModuleList
-from .transformer import Decoder, Encoder, EncoderLayer, make_norm
+from .transformer import Decoder, Encoder, TransformerBlock, make_norm
 
 
 def _configure_memory(model, config):
@@ -214,7 +214,7 @@ GPT_POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "none")
 class GPT(Module):
     """A decoder-only language model. forward(ids (B, L), cache=None) -> logits (B, L, V).
 
-    Each block is a pre-LN ``EncoderLayer`` with causal attention; a final norm and a
+    Each block is a pre-LN, causal ``TransformerBlock``; a final norm and a
     bias-free output layer (tied to the token embedding) follow. Embeddings start as
     N(0, 0.02²), as in GPT-2 (with sinusoids: N(0, 1/d_model), scaled by sqrt(d_model)).
     For generation, make ``cache = new_cache()`` and pass only the new tokens at each
@@ -248,11 +248,10 @@ class GPT(Module):
                               if c.positions == "t5" else None)
         self.dropout = Dropout(c.dropout)
         self.blocks = ModuleList(
-            EncoderLayer(c.d_model, c.num_heads, d_ff, c.dropout, c.activation,
-                         norm_first=True, layer_norm_eps=c.layer_norm_eps, norm=c.norm,
-                         num_kv_heads=c.num_kv_heads, bias=c.bias,
-                         rotary_base=c.rope_base if c.positions == "rope" else None,
-                         causal=True)
+            TransformerBlock(c.d_model, c.num_heads, d_ff, c.dropout, c.activation,
+                             norm_first=True, layer_norm_eps=c.layer_norm_eps, norm=c.norm,
+                             num_kv_heads=c.num_kv_heads, bias=c.bias, causal=True,
+                             rotary_base=c.rope_base if c.positions == "rope" else None)
             for _ in range(c.num_layers))
         self.final_norm = make_norm(c.norm, c.d_model, c.layer_norm_eps, c.bias)
         self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
@@ -281,9 +280,9 @@ class GPT(Module):
             bias = self.relative_bias(length, past + length)
         for i, block in enumerate(self.blocks):
             if c.recompute and cache is None:  # the bias may carry a graph (T5): an input
-                x = recompute(lambda h, b, block=block: block(h, None, None, b), x, bias)
+                x = recompute(lambda h, b, block=block: block(h, bias=b), x, bias)
             else:
-                x = block(x, None, None if cache is None else cache.self_attention[i], bias)
+                x = block(x, cache=None if cache is None else cache.self_attention[i], bias=bias)
         return self.lm_head(self.final_norm(x))
 
     def new_cache(self):
@@ -358,7 +357,7 @@ class EncoderClassifier(Module):
                                  f"{token_type_ids.shape}, expected ids' shape {ids.shape}")
             x = x + self.token_type_embedding.lookup(token_type_ids)
         x = self.dropout(self.embedding_norm(self.position_embedding(x)))
-        return self.encoder(x, self._key_mask(ids, attention_mask, device))
+        return self.encoder(x, mask=self._key_mask(ids, attention_mask, device))
 
     def pool(self, hidden):
         """hidden (B, L, D) -> tanh(pooler(hidden[:, 0])) (B, D), as BERT's pooler."""
