@@ -179,8 +179,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=Tru
 
 
 def attention(q, k, v, mask, bias, groups, dropout_p):
-    """``scaled_dot_product_attention`` of checked arguments, as ``group_heads`` returns
-    them, for callers that checked them already (``MultiHeadAttention``)."""
+    """``scaled_dot_product_attention`` without checks, on ``group_heads``' output."""
     out, weights = ScaledDotProductAttention.apply(
         *(t for t in (q, k, v, bias) if t is not None), mask=mask, dropout_p=dropout_p)
     weights = weights.detach()  # for inspection only, and so as not to hold the graph

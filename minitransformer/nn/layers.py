@@ -6,9 +6,8 @@ the module owns the parameters, the function does the math (forward and backward
 
 Parameters are drawn on the CPU, from ``backend.rng("cpu")``, and then moved to the
 current backend, so ``mt.manual_seed(s)`` gives the same initial weights on NumPy and CuPy.
-Constructor arguments are checked once, here; ``forward`` checks only its input and then
-applies the function's graph node (``F.layers.Linear``; ``F.linear`` would check the
-weights again).
+Arguments are checked once, in the constructor; ``forward`` checks its input, then applies
+the function's graph node (``F.layers.Linear``: ``F.linear`` would check the weights again).
 """
 import math
 
