@@ -94,8 +94,8 @@ MUTANTS = [
            "grads[key] = ig if key not in grads else grads[key] + ig", "grads[key] = ig",
            "backward: a node used twice keeps only its last gradient", [T_AUTOGRAD]),
     Mutant("minitransformer/autograd.py",
-           "node.grad = g.copy() if node.grad is None else node.grad + g",
-           "node.grad = g.copy()",
+           "leaf.grad = g.copy() if leaf.grad is None else leaf.grad + g",
+           "leaf.grad = g.copy()",
            "backward overwrites .grad instead of accumulating", [T_AUTOGRAD, T_TRAIN]),
 
     # ---- fused functions ----
@@ -130,7 +130,7 @@ MUTANTS = [
            "attention backward: dQ misses the scale", [T_ATT]),
     Mutant(F + "attention.py", "            ds -= dot\n",
            "", "attention backward: the softmax row-sum term dropped", [T_ATT]),
-    Mutant(F + "attention.py", "                ds *= keep_rows[0]\n", "                pass\n",
+    Mutant(F + "attention.py", "                ds *= kept\n", "                pass\n",
            "attention backward ignores the dropout mask in dP", [T_ATT]),
     Mutant(F + "layers.py",
            "gb = g2.sum(axis=0) if needs[2] else None\n        return gx, gw, gb\n\n\ndef lin",
@@ -193,12 +193,12 @@ MUTANTS = [
            "pre-LN decoder layer: cross-attention reads the unnormalised stream",
            [T_NN, T_ORACLE]),
     Mutant(NN + "transformer.py",
-           "                x = layer(x, mask, bias=bias)\n        return x if self.norm is None "
-           "else self.norm(x)",
-           "                x = layer(x, mask, bias=bias)\n        return x",
+           "                x = layer(x, mask=mask, bias=bias)\n        return x if self.norm is "
+           "None else self.norm(x)",
+           "                x = layer(x, mask=mask, bias=bias)\n        return x",
            "pre-LN encoder stack without its final LayerNorm", [T_NN]),
-    Mutant(NN + "models.py", "x = embedding(ids) * math.sqrt(self.config.d_model)",
-           "x = embedding(ids)", "Transformer: embeddings not scaled by sqrt(d_model)",
+    Mutant(NN + "models.py", "x = embedding.lookup(ids) * math.sqrt(self.config.d_model)",
+           "x = embedding.lookup(ids)", "Transformer: embeddings not scaled by sqrt(d_model)",
            [T_ORACLE, T_MODELS]),
     Mutant(NN + "models.py",
            "return combine_masks(padding_mask(tgt, self.config.pad_id), causal)",
@@ -281,8 +281,10 @@ HARMLESS = [
            "sum(float((p.grad * p.grad).sum())",
            "harmless: squared norm as a sum of squares", [T_OPTIM]),
     Mutant(NN + "transformer.py",
-           "x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask, cache, bias)))",
-           "x = self.norm1(self.dropout1(self.self_attn(x, x, x, mask, cache, bias)) + x)",
+           "x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=mask, cache=cache,\n"
+           "                                                        bias=bias)))",
+           "x = self.norm1(self.dropout1(self.self_attn(x, x, x, mask=mask, cache=cache,\n"
+           "                                                    bias=bias)) + x)",
            "harmless: residual sum written the other way round", [T_NN]),
     Mutant(F + "common.py", "step = max(1, PIECE // max(width, 1)) if",
            "step = max(1, PIECE // max(width, 1)) + 1 if",

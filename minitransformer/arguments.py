@@ -11,23 +11,23 @@ import math
 import numbers
 
 
-def integer(owner, name, value, low=None, high=None):
-    """``value`` as a Python int, checked to lie in [low, high] (either end optional)."""
+def integer(owner, name, value, low=None, high=None, expected=None):
+    """``value`` as a Python int, checked to lie in [low, high] (either end optional);
+    ``expected`` words the range in the error instead (e.g. "a positive integer")."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{owner}: {name} must be an integer, got {value!r} "
                         f"({type(value).__name__})")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        expected = ("a positive integer" if (low, high) == (1, None) else
-                    f"an integer >= {low}" if high is None else
-                    f"an integer <= {high}" if low is None else
-                    f"an integer in [{low}, {high}]")
+        expected = expected or (f"an integer >= {low}" if high is None else
+                                f"an integer <= {high}" if low is None else
+                                f"an integer in [{low}, {high}]")
         raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
     return value
 
 
 def positive_integer(owner, name, value):
-    return integer(owner, name, value, low=1)
+    return integer(owner, name, value, low=1, expected="a positive integer")
 
 
 def _real(owner, name, value):

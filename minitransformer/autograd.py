@@ -2,14 +2,16 @@
 
 A ``Tensor`` wraps a backend array (``.data``). Every differentiable operation is a
 ``Function`` subclass with a ``forward`` on arrays and a ``backward`` that maps the
-gradient of the output to gradients of the inputs. Calling ``Function.apply`` runs the
-forward pass and, when some input requires a gradient, records the function as the
-output's ``_ctx``: the graph is the chain of ``_ctx.inputs`` links. ``Tensor.backward``
-walks that graph once, in reverse topological order, with an explicit stack (no
-recursion, so a 10,000-op chain is fine), and frees it afterwards.
+gradients of its outputs (usually one) to gradients of its inputs. Calling
+``Function.apply`` runs the forward pass and, when some input requires a gradient,
+records the function as each output's ``_ctx``: the graph is the chain of
+``_ctx.inputs`` links. ``Tensor.backward`` runs each function's backward once, after
+all of its outputs' gradients are in (reverse topological order, found with an explicit
+stack: no recursion, so a 10,000-op chain is fine), and frees the graph as it goes.
 
-A function holds its inputs but never its output, so the graph has no reference cycles
-and is freed by reference counting as soon as the last tensor of it goes away.
+A function holds its inputs but only weak references to its outputs, so the graph has
+no reference cycles and is freed by reference counting as soon as the last tensor of it
+goes away.
 
 Changing an array in place between the forward pass and ``backward`` would silently
 give wrong gradients, so ``backward`` refuses when a function's inputs or output changed
@@ -17,6 +19,7 @@ give wrong gradients, so ``backward`` refuses when a function's inputs or output
 """
 import contextlib
 import threading
+import weakref
 
 from . import backend
 
@@ -160,18 +163,16 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape}, expected {self.shape}")
 
-        order = _topological_order(self)
-        grads = {id(self): grad}
-        for node in reversed(order):
-            g = grads.pop(id(node), None)
-            if g is None:
+        grads = {id(self): grad}  # id(tensor) -> the sum of its gradients so far
+        leaves = {id(self): self} if self._ctx is None else {}
+        for fn in reversed(_topological_order(_creator(self))):
+            outputs = [ref() for ref in fn.outputs]  # None: freed, so it got no gradient
+            output_grads = [None if out is None else grads.pop(id(out), None)
+                            for out in outputs]
+            if all(g is None for g in output_grads):
                 continue
-            fn = node._ctx
-            if fn is None:  # a leaf; copy, since g may be shared with another input's grad
-                node.grad = g.copy() if node.grad is None else node.grad + g
-                continue
-            fn.check_unchanged(node)
-            input_grads = fn.backward(g)
+            fn.check_unchanged(outputs)
+            input_grads = fn.backward(*output_grads)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for inp, ig in zip(fn.inputs, input_grads):
@@ -184,45 +185,57 @@ class Tensor:
                                        f"shape {ig.shape} for an input of shape {inp.shape}")
                 key = id(inp)
                 grads[key] = ig if key not in grads else grads[key] + ig
-            node._ctx = None  # free the graph as we go: saved arrays are released
-            node._was_freed = True
+                if inp._ctx is None:
+                    leaves[key] = inp
+            for out in outputs:  # free the graph as we go: saved arrays are released
+                if out is not None:
+                    out._ctx, out._was_freed = None, True
+        for key, leaf in leaves.items():  # copy: g may be shared with another input's grad
+            g = grads[key]
+            leaf.grad = g.copy() if leaf.grad is None else leaf.grad + g
+
+
+def _creator(tensor):
+    """The function that made ``tensor`` (None for a leaf), unless backward used it up."""
+    if tensor._was_freed:
+        raise RuntimeError("backward: the graph behind this tensor was already used by "
+                           "an earlier backward() and has been freed; recompute the "
+                           "forward pass to differentiate again")
+    return tensor._ctx
 
 
 def _topological_order(root):
-    """Nodes that need a gradient, each after all of its inputs (iterative DFS)."""
+    """The functions behind ``root`` (a Function or None), each after every function
+    that made one of its inputs (iterative depth-first search)."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
-        node, expanded = stack.pop()
+        fn, expanded = stack.pop()
         if expanded:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        if node._was_freed:
-            raise RuntimeError("backward: the graph behind this tensor was already used by "
-                               "an earlier backward() and has been freed; recompute the "
-                               "forward pass to differentiate again")
-        visited.add(id(node))
-        stack.append((node, True))
-        if node._ctx is not None:
-            stack.extend((inp, False) for inp in node._ctx.inputs
-                         if inp.requires_grad and id(inp) not in visited)
+            order.append(fn)
+        elif fn is not None and id(fn) not in visited:
+            visited.add(id(fn))
+            stack.append((fn, True))
+            stack.extend((_creator(t), False) for t in fn.inputs if t.requires_grad)
     return order
 
 
 class Function:
     """One differentiable operation.
 
-    Subclasses implement ``forward(self, *arrays, **options) -> array`` and
-    ``backward(self, grad) -> gradient or tuple of gradients``, one per input (``None``
-    for inputs that need none). State that backward needs is saved on ``self``;
+    Subclasses implement ``forward(self, *arrays, **options)``, returning an array or a
+    tuple of arrays (then ``apply`` returns a tuple of Tensors), and
+    ``backward(self, *grads)``, which receives one gradient per output and returns one
+    gradient per input (a tuple when there are several; ``None`` for inputs that need
+    none). An output that received no gradient (unused, or detached) gets ``None``, so
+    that the op can skip its part of the work instead of multiplying by zeros, as in
+    Chainer. State that backward needs is saved on ``self``;
     ``self.xp`` is the array module (numpy or cupy) of the inputs. An op whose backward
     needs only shapes sets ``saves_values = False``: changing its inputs in place
     afterwards is then harmless, and not checked.
     """
 
-    inputs = versions = checksums = ()
+    inputs = outputs = versions = checksums = ()
     saves_values = True  # False for ops whose backward needs only shapes (add, sum, ...)
 
     @classmethod
@@ -230,40 +243,45 @@ class Function:
         tensors = _as_tensors(cls.__name__, inputs)
         fn = cls()
         fn.xp = tensors[0].xp
-        out = Tensor(fn.forward(*(t.data for t in tensors), **options))
+        arrays = fn.forward(*(t.data for t in tensors), **options)
+        several = isinstance(arrays, tuple)
+        outputs = [Tensor(a) for a in (arrays if several else (arrays,))]
         if is_grad_enabled() and any(t.requires_grad for t in tensors):
-            out.requires_grad = True
-            fn.record(tensors)
-            out._ctx = fn
-        return out
+            fn.record(tensors, outputs)
+        return tuple(outputs) if several else outputs[0]
 
-    def record(self, inputs):
-        """Keep the inputs (the graph's edges), and what ``check_unchanged`` compares."""
+    def record(self, inputs, outputs):
+        """Link this function into the graph: it keeps its inputs (the graph's edges) and
+        weak references to its outputs, each output points back to it as ``_ctx``, and
+        what ``check_unchanged`` compares is noted."""
         self.inputs = inputs
+        self.outputs = [weakref.ref(out) for out in outputs]
+        for out in outputs:
+            out.requires_grad, out._ctx = True, self
         if self.saves_values:
             self.versions = [t._version for t in inputs]
             self.checksums = [(i, t.data, _checksum(t.data))
                               for i, t in enumerate(inputs) if t._ctx is None]
 
-    def check_unchanged(self, out):
+    def check_unchanged(self, outputs):
         """Refuse to run backward on values that changed since the forward pass (whose
         saved arrays it would use). Writes through a tensor (``y.data *= 2``, optimizer
         steps) bump its ``_version``. Users write to leaves (parameters, inputs) through
         the raw array too (``x.data[0] = 5``), which no counter on the Tensor can see, so
         for leaves the array's checksum is compared as well: it works on NumPy and CuPy
         alike (NumPy's ``writeable=False`` flag has no CuPy equivalent, and would refuse
-        an optimizer step while any old graph is alive)."""
+        an optimizer step while any old graph is alive). ``outputs``: those still alive."""
         if not self.saves_values:
             return
         changed = [i for i, (t, v) in enumerate(zip(self.inputs, self.versions))
                    if t._version != v]
-        changed += [i for i, array, before in self.checksums
-                    if bool(_checksum(array) != before)]
-        if changed or out._version:
-            what = (f"input {changed[0]} (shape {self.inputs[changed[0]].shape})" if changed
-                    else f"output (shape {out.shape})")
+        changed += [i for i, array, before in self.checksums if bool(_checksum(array) != before)]
+        what = [f"input {i} (shape {self.inputs[i].shape})" for i in changed]
+        what += [f"output{f' {i}' if len(outputs) > 1 else ''} (shape {out.shape})"
+                 for i, out in enumerate(outputs) if out is not None and out._version]
+        if what:
             raise RuntimeError(
-                f"backward: the {what} of {type(self).__name__} was modified in place after "
+                f"backward: the {what[0]} of {type(self).__name__} was modified in place after "
                 "the forward pass, so its gradient would be wrong. Redo the forward pass "
                 "after changing it, or change a copy (x.data = x.data * 2 assigns a new "
                 "array; x.data *= 2 and x.data[...] = v write into the old one)")
@@ -277,7 +295,7 @@ class Function:
     def forward(self, *arrays, **options):
         raise NotImplementedError
 
-    def backward(self, grad):
+    def backward(self, *grads):
         raise NotImplementedError
 
 
@@ -332,6 +350,16 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     if requires_grad:
         _check_differentiable("tensor", data.dtype)
     return Tensor(data, requires_grad=requires_grad)
+
+
+def as_array(value, device=None):
+    """``value`` -- a Tensor (its data), an array, a nested list -- as a backend array on
+    ``device``; None leaves an array where it is and puts a list on the current backend.
+    The one way the package turns a value into an array (no copy when it already is one)."""
+    data = value.data if isinstance(value, Tensor) else value
+    if device is None:
+        device = backend.device_of(data) if backend.is_array(data) else None
+    return backend.to_device(data, device)
 
 
 def _host_array(data, dtype):

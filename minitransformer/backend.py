@@ -143,8 +143,10 @@ def is_array(value):
 
 
 def to_device(array, device):
-    """Copy ``array`` to ``device`` (``"cpu"`` or ``"gpu"``); no copy if already there."""
+    """Copy ``array`` (or a nested list, a number) to ``device`` (``"cpu"`` or ``"gpu"``);
+    no copy if already there."""
     device = check_device(device)
+    array = array if is_array(array) else numpy.asarray(array)
     if device_of(array) == device:
         return array
     if device == "gpu":

@@ -4,7 +4,7 @@ The file is a plain NumPy archive that ``numpy.load(path, allow_pickle=False)`` 
 anywhere, with nothing executable inside (pickle can run code on load, so it is never
 used):
 
-    model/<parameter name>         each parameter, e.g. ``model/blocks.0.attn.q.weight``
+    model/<parameter name>         each parameter, e.g. ``model/blocks.0.self_attn.w_q.weight``
     optim/<index>/<state name>     each optimizer state array, e.g. ``optim/3/exp_avg``
     meta                           UTF-8 JSON as a uint8 array: step, config, extra, the
                                    model's own config, optimizer options and step counts,

@@ -14,19 +14,17 @@ import contextlib
 import math
 
 from . import arguments, backend
-from .autograd import Tensor, no_grad
+from .autograd import Tensor, as_array, no_grad
 from .functional import log_softmax
 from .functional.common import widened
 
 
 def _as_ids(tokens, device, what):
-    data = tokens.data if isinstance(tokens, Tensor) else tokens
-    if not backend.is_array(data):
-        data = backend.host.asarray(data)
+    data = as_array(tokens, device)
     if data.ndim != 2 or data.dtype.kind not in "iu":
         raise ValueError(f"{what} must be an integer (B, T) array of token ids, got shape "
                          f"{data.shape} and dtype {data.dtype}")
-    return backend.to_device(data, device)
+    return data
 
 
 class LanguageModelStepper:
@@ -116,8 +114,7 @@ def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
     kept too); renormalised. Zero elsewhere."""
     owner = "sampling_distribution"
     temperature, top_k, top_p = _sampling_options(owner, temperature, top_k, top_p)
-    logits = logits.data if isinstance(logits, Tensor) else logits
-    logits = logits if backend.is_array(logits) else backend.host.asarray(logits)
+    logits = as_array(logits)
     if logits.ndim != 2 or logits.dtype.kind not in "iuf":
         raise ValueError(f"{owner}: logits must be a real (B, V) array, got shape "
                          f"{logits.shape} and dtype {logits.dtype}")
@@ -171,7 +168,7 @@ def _inference(model):
     model.eval()
     try:
         with no_grad():
-            yield model.parameters()[0].device
+            yield model.device
     finally:
         model.train(was_training)
 
@@ -231,9 +228,14 @@ def beam_search(model, tokens, max_new_tokens, beam_size=4, alpha=0.6, src=None,
                 eos_id=None, use_cache=True):
     """Keep the ``beam_size`` most probable continuations of each row.
 
+    Each step keeps the ``beam_size`` hypotheses with the highest *summed*
+    log-probability, finished ones (which repeat ``eos_id`` at no cost) included; only the
+    final pick divides by ``length_penalty(generated length, alpha)``. Live hypotheses all
+    have the same length, so the sum ranks them as the normalised score would (Hugging
+    Face and fairseq rank them so too, but keep finished ones apart, holding no beam).
+
     Returns ``(best, scores)``: best (B, T0 + n) tokens (rows that ended early are padded
-    with ``eos_id``) and scores (B,): each hypothesis's summed log-probability divided by
-    ``length_penalty(generated length, alpha)``, the quantity the search ranks by.
+    with ``eos_id``) and scores (B,): the normalised score of each row's pick.
     """
     beam_size = arguments.positive_integer("beam_search", "beam_size", beam_size)
     max_new_tokens, eos_id = _check_lengths("beam_search", max_new_tokens, eos_id)

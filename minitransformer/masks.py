@@ -13,20 +13,14 @@ Combine masks with ``combine_masks`` (or ``&``); invert one with ``~``.
 from numbers import Integral
 
 from . import arguments, backend
-from .autograd import Tensor
-
-
-def _as_array(value):
-    """A Tensor's data, an array as it is, a nested list as an array on the current backend."""
-    data = value.data if isinstance(value, Tensor) else value
-    return data if backend.is_array(data) else backend.xp().asarray(data)
+from .autograd import as_array
 
 
 def padding_mask(ids, pad_id):
     """Keys that are real tokens: ids (B, L) integers -> (B, 1, 1, L), False at ``pad_id``.
 
     ``ids`` may be a Tensor, an array or a nested list; the mask is on its device."""
-    ids = _as_array(ids)
+    ids = as_array(ids)
     if ids.ndim != 2 or ids.dtype.kind not in "iu":
         raise ValueError(f"padding_mask: ids must be a 2-D integer array (B, L), got shape "
                          f"{ids.shape} and dtype {ids.dtype}")
@@ -92,7 +86,7 @@ def combine_masks(*masks):
     for i, m in enumerate(masks):
         if m is None:
             continue
-        m = _as_array(m)
+        m = as_array(m)
         if m.dtype != bool:
             raise TypeError(f"combine_masks: mask {i} has dtype {m.dtype}, expected bool "
                             "(True = may attend)")

@@ -61,10 +61,8 @@ def recompute(fn, *args, **kwargs):
                         "recompute each output's function separately")
     if not out.requires_grad:
         return out
-    node = Recompute()
-    node.record(inputs)  # backward will refuse inputs changed in place after this
+    node, result = Recompute(), Tensor(out.data)
+    node.record(inputs, [result])  # backward will refuse inputs changed in place after this
     node.xp, node.args, node.kwargs, node.fn = out.xp, args, kwargs, fn
     node.rng_mark, node.device = rng_mark, device
-    result = Tensor(out.data, requires_grad=True)
-    result._ctx = node
     return result

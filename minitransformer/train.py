@@ -23,6 +23,7 @@ import math
 import numbers
 import time
 
+from . import arguments
 from .autograd import Tensor, no_grad
 from .backend import manual_seed
 from .optim import clip_grad_norm, grad_norm
@@ -57,21 +58,19 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
     """Train ``model`` for the optimizer steps ``start_step + 1, ..., steps``; returns a
     ``History``.
 
+    What to train on:
     steps:       the number of the last step (not a count, so a resumed run keeps it).
+    start_step:  the step already done, when resuming from a checkpoint.
     batches:     an iterable of batches, or a function of no arguments returning the next
                  one. A function that draws from ``backend.rng()`` resumes exactly from a
                  checkpoint, since the checkpoint stores that generator's state.
     loss_fn:     ``loss_fn(model, batch)`` -> a one-element loss Tensor.
-    schedule:    ``schedule(step)`` -> the learning rate for that step (see ``optim``).
-    clip_norm:   clip the global gradient norm to this (``optim.clip_grad_norm``).
-    accumulate_steps: micro-batches per optimizer step, each loss scaled by 1/k.
-    eval_fn:     ``eval_fn(model)`` -> anything (a float, a dict of metrics), run in eval
-                 mode without a graph every ``eval_every`` steps and after the last step.
-    log_every:   print a progress line every so many steps (0 or None: silent).
     seed:        if given, ``manual_seed(seed)`` first, for a reproducible run.
-    start_step:  the step already done, when resuming from a checkpoint.
-    count_tokens: ``count_tokens(batch)`` -> tokens in the batch, for the tokens/s figure.
-    callback:    ``callback(step, history)`` after each step, e.g. to save a checkpoint.
+
+    How each step computes its update:
+    schedule:    ``schedule(step)`` -> the learning rate for that step (see ``optim``).
+    accumulate_steps: micro-batches per optimizer step, each loss scaled by 1/k.
+    clip_norm:   clip the global gradient norm to this (``optim.clip_grad_norm``).
     precision:   ``"float32"``, or ``"float16"``: mixed precision (see ``precision``).
                  Forward and backward passes compute with float16 copies of the float32
                  weights, the loss is multiplied by ``loss_scaler.scale`` (by default a
@@ -79,6 +78,13 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
                  overflow is skipped, not applied: its number goes to ``history.skipped``
                  and the scale is halved. To resume such a run exactly, save and load
                  the scaler with the checkpoint (``loss_scaler=`` of both functions).
+
+    What is reported (``_Progress``):
+    eval_fn:     ``eval_fn(model)`` -> anything (a float, a dict of metrics), run in eval
+                 mode without a graph every ``eval_every`` steps and after the last step.
+    log_every:   print a progress line every so many steps (0 or None: silent).
+    count_tokens: ``count_tokens(batch)`` -> tokens in the batch, for the tokens/s figure.
+    callback:    ``callback(step, history)`` after each step, e.g. to save a checkpoint.
 
     A loss or (in float32) a gradient norm that is inf or nan stops training with a
     ``FloatingPointError`` naming the step, before it reaches the parameters.
@@ -88,9 +94,9 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
     next_batch = _batch_function(batches)
     if seed is not None:
         manual_seed(seed)
+    progress = _Progress(steps, eval_fn, eval_every, log_every)
+    history = progress.history
     model.train()
-    history = History()
-    tokens_since_log, seconds_since_log = 0, 0.0  # training time only: no evals, no saving
     for step in range(start_step + 1, steps + 1):
         started = time.perf_counter()
         if schedule is not None:
@@ -105,27 +111,53 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
         else:
             _finite_gradients(model, clip_norm, history, step, loss)
             optimizer.step()
-        seconds_since_log += time.perf_counter() - started
-
-        history.steps.append(step)
-        history.losses.append(loss)
-        history.lrs.append(optimizer.lr)
-        history.tokens.append(tokens)
-        evaluated = eval_fn is not None and (step == steps or
-                                             (eval_every and step % eval_every == 0))
-        if evaluated:
-            model.eval()
-            with no_grad():
-                history.evals.append((step, eval_fn(model)))
-            model.train()
-        tokens_since_log += tokens
-        if log_every and (step % log_every == 0 or evaluated or step == steps):
-            tokens_per_second = tokens_since_log / max(seconds_since_log, 1e-9)
-            print(_progress_line(history, steps, tokens_per_second, evaluated))
-            tokens_since_log, seconds_since_log = 0, 0.0
+        progress.record(model, step, loss, optimizer.lr, tokens,
+                        time.perf_counter() - started)
         if callback is not None:
             callback(step, history)
     return history
+
+
+class _Progress:
+    """``fit``'s bookkeeping: the ``History``, the evaluations and the progress lines,
+    whose tokens/s count training time only (no evaluation, no saving)."""
+
+    def __init__(self, steps, eval_fn, eval_every, log_every):
+        self.steps, self.eval_fn, self.eval_every, self.log_every = (steps, eval_fn,
+                                                                     eval_every, log_every)
+        self.history = History()
+        self.tokens, self.seconds = 0, 0.0  # since the last progress line
+
+    def record(self, model, step, loss, lr, tokens, seconds):
+        """Note step ``step``, then evaluate and print a line if it is time."""
+        history = self.history
+        history.steps.append(step)
+        history.losses.append(loss)
+        history.lrs.append(lr)
+        history.tokens.append(tokens)
+        evaluated = self.eval_fn is not None and (
+            step == self.steps or (self.eval_every and step % self.eval_every == 0))
+        if evaluated:
+            model.eval()
+            with no_grad():
+                history.evals.append((step, self.eval_fn(model)))
+            model.train()
+        self.tokens, self.seconds = self.tokens + tokens, self.seconds + seconds
+        if self.log_every and (step % self.log_every == 0 or evaluated or step == self.steps):
+            print(self._line(self.tokens / max(self.seconds, 1e-9), evaluated))
+            self.tokens, self.seconds = 0, 0.0
+
+    def _line(self, tokens_per_second, evaluated):
+        history, steps = self.history, self.steps
+        line = (f"step {history.steps[-1]:>{len(str(steps))}}/{steps} | "
+                f"loss {history.losses[-1]:.4f} | lr {history.lrs[-1]:.3e} | "
+                f"{tokens_per_second:,.0f} tok/s")
+        if evaluated:
+            result = history.evals[-1][1]
+            if isinstance(result, dict):
+                result = " ".join(f"{k} {_format(v)}" for k, v in result.items())
+            line += f" | eval {_format(result)}"
+        return line
 
 
 def _accumulate_gradients(model, loss_fn, next_batch, step, accumulate_steps, count_tokens,
@@ -149,18 +181,6 @@ def _accumulate_gradients(model, loss_fn, next_batch, step, accumulate_steps, co
             tokens += count_tokens(batch)
             (loss * factor if factor != 1 else loss).backward()
     return loss_sum / accumulate_steps, tokens
-
-
-def _progress_line(history, steps, tokens_per_second, evaluated):
-    line = (f"step {history.steps[-1]:>{len(str(steps))}}/{steps} | "
-            f"loss {history.losses[-1]:.4f} | lr {history.lrs[-1]:.3e} | "
-            f"{tokens_per_second:,.0f} tok/s")
-    if evaluated:
-        result = history.evals[-1][1]
-        if isinstance(result, dict):
-            result = " ".join(f"{k} {_format(v)}" for k, v in result.items())
-        line += f" | eval {_format(result)}"
-    return line
 
 
 def _format(value):
@@ -234,8 +254,7 @@ def _check_arguments(steps, start_step, accumulate_steps, clip_norm, eval_every)
     for name, value, lowest in (("steps", steps, 1), ("start_step", start_step, 0),
                                 ("accumulate_steps", accumulate_steps, 1),
                                 ("eval_every", eval_every or 0, 0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
-            raise ValueError(f"fit: {name} must be an integer >= {lowest}, got {value!r}")
+        arguments.integer("fit", name, value, low=lowest)
     if start_step >= steps:
         raise ValueError(f"fit: start_step={start_step} leaves nothing to do with "
                          f"steps={steps}; steps is the last step number, not a count")

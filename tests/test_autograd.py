@@ -8,9 +8,10 @@ import weakref
 
 import numpy as np
 import pytest
+from hypothesis import given
 
 import minitransformer as mt
-from strategies import host, leaf
+from strategies import arrays, host, leaf, small_shapes
 
 
 def test_long_chain_does_not_recurse():
@@ -89,6 +90,78 @@ def test_detach_item_numpy():
     assert isinstance(arr, np.ndarray)
     arr[0, 0] = 99  # a copy: the tensor is untouched
     assert x.item() == 1.5
+
+
+class SquareAndCube(mt.Function):
+    """(a^2, a^3): a two-output op; backward counts its calls and the None it receives."""
+    calls = []
+
+    def forward(self, a):
+        self.a = a
+        return a * a, a * a * a
+
+    def backward(self, grad_square, grad_cube):
+        SquareAndCube.calls.append((grad_square is None, grad_cube is None))
+        grad = self.xp.zeros_like(self.a)
+        if grad_square is not None:
+            grad += 2 * self.a * grad_square
+        if grad_cube is not None:
+            grad += 3 * self.a ** 2 * grad_cube
+        return grad
+
+
+@given(x=small_shapes.flatmap(lambda shape: arrays(shape, -1.5, 1.5)))
+def test_both_outputs_of_a_function_feed_the_loss(x):
+    def fn(x):
+        square, cube = SquareAndCube.apply(x)
+        return square * 0.5 + (cube * square).tanh() + cube
+    assert mt.gradcheck(fn, [leaf(x)])
+
+
+def test_a_multi_output_backward_runs_once_after_all_its_outputs():
+    """The cube reaches the loss through a long chain, the square directly: backward
+    must wait for both gradients, whichever output the graph search meets first."""
+    for long_first in (True, False):
+        x = leaf([0.5, -2.0])
+        square, cube = SquareAndCube.apply(x)
+        chain = cube
+        for _ in range(5):
+            chain = chain * 1.0
+        SquareAndCube.calls = []
+        (chain.sum() + square.sum() if long_first else square.sum() + chain.sum()).backward()
+        assert SquareAndCube.calls == [(False, False)]
+        np.testing.assert_allclose(host(x.grad), 2 * host(x.data) + 3 * host(x.data) ** 2)
+
+
+def test_an_output_without_gradient_gets_none():
+    x = leaf([0.5, -2.0])
+    square, cube = SquareAndCube.apply(x)
+    del square  # freed: it can get no gradient
+    SquareAndCube.calls = []
+    cube.sum().backward()
+    assert SquareAndCube.calls == [(True, False)]
+    np.testing.assert_allclose(host(x.grad), 3 * host(x.data) ** 2)
+
+
+def test_multi_output_graph_no_grad_in_place_and_freeing():
+    x = leaf([0.5, -2.0])
+    with mt.no_grad():
+        outputs = SquareAndCube.apply(x)
+    assert isinstance(outputs, tuple) and not any(t.requires_grad for t in outputs)
+    square, cube = SquareAndCube.apply(x)
+    cube.data *= 2  # the output the loss does not use changed: still refused
+    with pytest.raises(RuntimeError, match=r"output 1 .*of SquareAndCube was modified"):
+        square.sum().backward()
+    gc.disable()
+    try:
+        square, cube = SquareAndCube.apply(x)
+        probe = weakref.ref(square._ctx)
+        loss = (square + cube).sum()
+        loss.backward()
+        del square, cube, loss
+        assert probe() is None, "graph kept alive after backward"
+    finally:
+        gc.enable()
 
 
 def test_tensor_dtypes():

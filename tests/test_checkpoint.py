@@ -142,6 +142,22 @@ def test_the_file_is_a_plain_npz_without_pickle(tmp_path):
     assert os.listdir(tmp_path) == ["run.npz"]  # the temporary file is gone
 
 
+def test_the_documented_example_entries_are_real(tmp_path):
+    """The module docstring's example names are entries of a real GPT checkpoint."""
+    import re
+    from minitransformer import checkpoint
+    examples = re.findall(r"e\.g\. ``((?:model|optim)/\S+)``", checkpoint.__doc__)
+    assert len(examples) == 2
+    model = mt.nn.GPT(mt.nn.GPTConfig(11, max_len=8, d_model=8, num_heads=2, num_layers=1))
+    optimizer = Adam(model.parameters())
+    F.cross_entropy(model(mt.tensor(np.ones((1, 4), np.int64))), mt.tensor(
+        np.ones((1, 4), np.int64))).backward()
+    optimizer.step()
+    save_checkpoint(tmp_path / "gpt.npz", model, optimizer, step=1)
+    with np.load(tmp_path / "gpt.npz", allow_pickle=False) as archive:
+        assert set(examples) <= set(archive.files), sorted(archive.files)
+
+
 def test_resume_continues_exactly(tmp_path):
     """Train 8 steps with dropout, Adam and a schedule, saving at step 4; a fresh model and
     optimizer loaded from that checkpoint reproduce steps 5-8 exactly (on the GPU too,

@@ -12,6 +12,8 @@ from hypothesis.extra import numpy as hnp
 
 import minitransformer as mt
 from minitransformer import functional as F
+from minitransformer.functional.attention import (ScaledDotProductAttention,
+                                                  check_attention_arguments)
 from strategies import arrays, host, leaf
 from test_functional import assert_same, composed_log_softmax, seeds
 
@@ -85,6 +87,22 @@ def test_attention_weights_and_fully_masked_rows(inputs):
     assert all(np.isfinite(host(t.grad)).all() for t in tensors)
 
 
+@settings(max_examples=8)
+@given(inputs=attention_inputs(), use_output=st.booleans())
+def test_attention_weights_as_a_second_output_are_differentiable(inputs, use_output):
+    """The fused node returns the weights as a second output: when they feed the loss
+    (with the output or alone), their gradient flows back through the softmax too."""
+    q, k, v, mask, bias = inputs
+    tensors = [leaf(a) for a in (q, k, v)] + ([] if bias is None else [leaf(bias)])
+
+    def attend(q, k, v, b=None):
+        q, k, v, m, b, _ = check_attention_arguments("attend", q, k, v, mask, b, 0.0)
+        out, weights = ScaledDotProductAttention.apply(
+            *(t for t in (q, k, v, b) if t is not None), mask=m)
+        return mt.concatenate([out, weights], axis=-1) if use_output else weights
+    assert mt.gradcheck(attend, tensors)
+
+
 @settings(max_examples=6)
 @given(inputs=attention_inputs(), seed=seeds)
 def test_attention_dropout_gradient(inputs, seed):
@@ -113,21 +131,24 @@ def test_attention_dropout_drops_weights_but_reports_them_before():
 def test_attention_softmax_in_cache_sized_blocks_equals_the_whole(monkeypatch):
     """Scores above common.PIECE elements are masked and normalised, and their gradient
     formed, block by block of rows (on the CPU): the very same weights, output and
-    gradients (with dropout) as in one piece, fully masked rows included."""
+    gradients (with dropout, and the weights in the loss) as in one piece, fully masked
+    rows included."""
     from minitransformer.functional import common
     rng = np.random.default_rng(0)
     q, k, v = (leaf(rng.standard_normal((2, 3, 150, 8))) for _ in range(3))
-    upstream = mt.tensor(rng.standard_normal((2, 3, 150, 8)))
+    upstream = [mt.tensor(rng.standard_normal(shape)) for shape in ((2, 3, 150, 8),
+                                                                    (2, 3, 150, 150))]
     mask = rng.random((2, 1, 150, 150)) > 0.3
     mask[0, 0, 5] = False  # a query with nothing to attend to
     results = []
     for piece in (1100, q.size * 1000):  # blocks of 7 rows (the last one short), then whole
         monkeypatch.setattr(common, "PIECE", piece)
         mt.manual_seed(0)
-        out, weights = F.scaled_dot_product_attention(q, k, v, mask, dropout_p=0.2)
+        out, weights = ScaledDotProductAttention.apply(q, k, v, mask=mt.tensor(mask).data,
+                                                       dropout_p=0.2)
         for t in (q, k, v):
             t.grad = None
-        out.backward(upstream)
+        ((out * upstream[0]).sum() + (weights * upstream[1]).sum()).backward()
         results.append([out.numpy(), weights.numpy()] + [host(t.grad) for t in (q, k, v)])
     for blocks, whole in zip(*results):
         np.testing.assert_array_equal(blocks, whole)

@@ -1,6 +1,7 @@
 """Decoding: the KV cache changes nothing but speed; greedy, sampling and beam search
 agree with their definitions."""
 import itertools
+import types
 
 import numpy as np
 import pytest
@@ -100,6 +101,37 @@ def test_wide_beam_finds_the_most_probable_sequence():
     np.testing.assert_array_equal(host(best)[0, 2:], brute)
     np.testing.assert_allclose(host(score)[0], sequence_log_prob(model, prompt, np.array(brute)),
                                rtol=1e-5)
+
+
+class ScriptedLM(mt.nn.Module):
+    """A stand-in GPT whose next-token probabilities over 4 tokens come from ``table``
+    (generated tokens so far -> probabilities; uniform for any other prefix)."""
+    config = types.SimpleNamespace(max_len=8)
+
+    def __init__(self, table):
+        self.table, self.unused = table, mt.nn.Parameter(mt.tensor(np.zeros(1)).data)
+
+    def forward(self, tokens):
+        rows = [self.table.get(tuple(row[1:]), [0.25] * 4) for row in host(tokens).tolist()]
+        return mt.tensor(np.log(np.array(rows))[:, None, :])
+
+
+def test_beam_search_prunes_by_summed_log_probability_and_picks_by_normalised_score():
+    # Documented: each step keeps the beams with the highest *summed* log-probability,
+    # finished ones included; only the final pick divides by the length penalty. Here
+    # the finished [eos] (log 0.3, length 1) outranks [1, 2] on the sum at step 2, so it
+    # survives and wins at the end (-1.204 against [1, 1, 1]'s -2.159 / (8/6)^2 = -1.214).
+    # Pruning by normalised scores would drop it at step 2 (-1.204 < [1, 2]'s
+    # log(0.6 * 0.4) / (7/6)^2 = -1.048) and return [1, 1, 1].
+    eos, alpha = 0, 2.0
+    model = ScriptedLM({(): [0.3, 0.6, 0.05, 0.05], (1,): [0.04, 0.55, 0.4, 0.01],
+                        (1, 1): [0.1, 0.35, 0.3, 0.25], (1, 2): [0.1, 0.35, 0.3, 0.25]})
+    best, score = generate.beam_search(model, np.ones((1, 1), np.int64), 3, beam_size=2,
+                                       alpha=alpha, eos_id=eos, use_cache=False)
+    np.testing.assert_array_equal(host(best)[0, 1:2], [eos])
+    assert (host(best)[0, 1:] == eos).all()
+    np.testing.assert_allclose(host(score)[0], np.log(0.3), rtol=1e-6)
+    assert np.log(0.6 * 0.55 * 0.35) / generate.length_penalty(3, alpha) < np.log(0.3)
 
 
 def test_beam_scores_count_a_finished_hypothesis_only_up_to_its_eos():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import minitransformer as mt
 from minitransformer.nn import Module, Parameter
-from minitransformer.optim import (SGD, Adam, AdamW, clip_grad_norm, noam,
+from minitransformer.optim import (SGD, Adam, AdamW, Optimizer, clip_grad_norm, noam,
                                    param_groups_for_weight_decay, warmup_constant,
                                    warmup_cosine)
 from strategies import arrays, host, small_shapes
@@ -171,6 +171,30 @@ class Tiny(Module):
         self.weight = param(np.ones((2, 3)))
         self.bias = param(np.ones(2))
         self.gain = param(np.ones(2))
+
+
+def test_a_new_optimizer_owns_its_options():
+    """The base class knows no option but lr: a subclass declares its own (here ``scale``,
+    which no built-in optimizer has) and groups, checks and state dicts handle it."""
+    class SignSGD(Optimizer):
+        def __init__(self, params, lr, scale=1.0):
+            super().__init__(params, lr=lr, scale=scale)
+
+        def _update(self, p, state, group):
+            p.data -= group["lr"] * group["scale"] * p.xp.sign(p.grad)
+
+    p, q = param([1.0, -2.0]), param([0.0, 0.0])
+    optimizer = SignSGD([{"params": [p], "scale": 2.0}], lr=0.25)
+    set_grad(p, [3.0, -0.5])
+    optimizer.step()
+    np.testing.assert_allclose(host(p.data), [0.5, -1.5])
+    resumed = SignSGD([q], lr=1.0)
+    resumed.load_state_dict(optimizer.state_dict())
+    assert resumed.param_groups[0]["scale"] == 2.0 and resumed.lr == 0.25
+    with pytest.raises(ValueError, match="SignSGD: scale must be a finite number >= 0"):
+        SignSGD([p], lr=0.1, scale=-1.0)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['betas'\]"):
+        SignSGD([{"params": [p], "betas": (0.9, 0.99)}], lr=0.1)
 
 
 def test_weight_decay_groups_decay_only_matrices():

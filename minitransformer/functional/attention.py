@@ -3,20 +3,20 @@ grouped-query heads."""
 import math
 
 from .. import arguments, backend
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, as_array
 from ..ops.arithmetic import unbroadcast
-from .common import (array_like, floating, keep_mask, row_blocks, softmax_rows_,
-                     widened)
+from .common import floating, keep_mask, row_blocks, softmax_rows_, widened
 
 
 class ScaledDotProductAttention(Function):
     """softmax(s q k^T + bias, masked) v with s = 1/sqrt(Dk): q (..., Lq, Dk),
     k (..., Lk, Dk), v (..., Lk, Dv), bias (..., Lq, Lk) or absent -> (..., Lq, Dv);
-    leading dims broadcast. With P the weights, A = P * keep after dropout and O = A v,
-    the chain rule through the two matmuls and the softmax (see Softmax) gives
-    dV = A^T dO, dP = (dO V^T) * keep, dS = P (dP - rowsum(dP P)), dQ = s dS K,
+    leading dims broadcast; the weights P (..., Lq, Lk) are a second output. With
+    A = P * keep after dropout and O = A v, the chain rule through the two matmuls and
+    the softmax (see Softmax) gives dV = A^T dO, dP = (dO V^T) * keep (+ the weights'
+    own gradient, if they feed the loss), dS = P (dP - rowsum(dP P)), dQ = s dS K,
     dK = s dS^T Q, and dBias = dS, since the bias is added to the scores S."""
-    def forward(self, q, k, v, bias=None, mask=None, dropout_p=0.0, weights_out=None):
+    def forward(self, q, k, v, bias=None, mask=None, dropout_p=0.0):
         xp = self.xp
         self.scale = 1 / math.sqrt(q.shape[-1])
         self.q_scaled = q * self.scale  # cheaper than scaling the (Lq, Lk) scores
@@ -25,16 +25,18 @@ class ScaledDotProductAttention(Function):
             scores += bias
             self.bias_shape = bias.shape
         probs = softmax_rows_(scores, mask)  # a fully masked row gets weights 0, output 0
-        weights_out.append(probs)  # Function.apply returns one tensor; weights leave here
         self.keep, self.attended = None, probs
         if dropout_p:
             self.keep = keep_mask(probs.shape, dropout_p, probs.dtype, backend.device_of(q))
             self.attended = probs * self.keep
         self.k, self.v, self.probs = k, v, probs
         self.out = self.attended @ v
-        return self.out.astype(q.dtype, copy=False)
+        return self.out.astype(q.dtype, copy=False), probs
 
-    def backward(self, grad):
+    def backward(self, grad, grad_probs):
+        xp = self.xp
+        if grad is None:  # only the weights feed the loss
+            grad = xp.zeros_like(self.out)
         grad = grad.astype(self.out.dtype, copy=False)
         needs_q, needs_k, needs_v, needs_bias = (self.needs_input_grad + [False])[:4]
         k, v, probs, keep = self.k, self.v, self.probs, self.keep
@@ -46,11 +48,14 @@ class ScaledDotProductAttention(Function):
         gs = grad @ v.swapaxes(-1, -2)  # dP, then dS in place, block by block of rows
         # rowsum(dP P) = rowsum(dO O) (as in FlashAttention): an (Lq, Dv) product
         # instead of an (Lq, Lk) one; einsum, since (grad * out).sum(-1) is 3x slower.
-        row_dot = self.xp.einsum("...qd,...qd->...q", grad, self.out)[..., None]
-        kept = () if keep is None else (keep,)
-        for ds, p, dot, *keep_rows in row_blocks(gs, probs, row_dot, *kept):
-            if keep_rows:
-                ds *= keep_rows[0]
+        row_dot = xp.einsum("...qd,...qd->...q", grad, self.out)[..., None]
+        if grad_probs is not None:  # None unless the weights feed the loss
+            row_dot = row_dot + (grad_probs * probs).sum(axis=-1, keepdims=True)
+        for ds, p, dot, kept, own in row_blocks(gs, probs, row_dot, keep, grad_probs):
+            if kept is not None:
+                ds *= kept
+            if own is not None:
+                ds += own
             ds -= dot
             ds *= p
         gq = gk = None
@@ -91,9 +96,8 @@ def _group_heads(x, groups):
 
 def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
     """Check the arguments of an attention function (``name``) and return
-    ``(q, k, v, mask, bias, groups)`` ready for its Function: the mask as an array, the
-    bias as a Tensor, and with grouped-query heads (``groups`` > 1) the head axis split
-    as ``_group_heads`` does."""
+    ``group_heads(q, k, v, mask, bias)`` ready for its Function, the mask as an array
+    and the bias as a Tensor."""
     for arg, t in (("q", q), ("k", k), ("v", v)):
         if t.ndim < 2:
             raise ValueError(f"{name}: {arg} must have at least 2 dims (..., length, dim), "
@@ -118,14 +122,20 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
     arguments.fraction(name, "dropout_p", dropout_p)
     scores, scores_name = batch + (q.shape[-2], k.shape[-2]), "the scores' (..., Lq, Lk)"
     if mask is not None:
-        mask = array_like(mask, q)
+        mask = as_array(mask, q.device)
         if mask.dtype != bool:
             raise TypeError(f"{name}: mask must be boolean (True = may attend), "
                             f"got dtype {mask.dtype}")
         arguments.broadcastable(name, "mask", mask.shape, scores, scores_name)
+    return group_heads(q, k, v, mask, check_bias(name, bias, q, scores, scores_name))
+
+
+def check_bias(name, bias, q, scores, scores_name):
+    """``bias`` (None, an array or a Tensor) as a float Tensor on q's device that
+    broadcasts to the shape ``scores``."""
     if bias is not None:
         if not isinstance(bias, Tensor):
-            bias = Tensor(array_like(bias, q))
+            bias = Tensor(as_array(bias, q.device))
         if bias.device != q.device:  # a learned bias stays where its parameters are
             raise backend.DeviceError(f"{name}: bias is on {bias.device!r} but q is on "
                                       f"{q.device!r}; move one with .to({q.device!r})")
@@ -133,6 +143,13 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
             raise TypeError(f"{name}: bias must be a float array added to the scores, got "
                             f"dtype {bias.dtype} (a boolean mask goes in mask=)")
         arguments.broadcastable(name, "bias", bias.shape, scores, scores_name)
+    return bias
+
+
+def group_heads(q, k, v, mask, bias):
+    """``(q, k, v, mask, bias, groups)``: with grouped-query heads (``groups`` > 1) the
+    head axis split as ``_group_heads`` does, else the arguments as they are."""
+    groups = _kv_groups("attention", q, k, v)
     if groups > 1:
         q, k, v = _group_heads(q, groups), _group_heads(k, 1), _group_heads(v, 1)
         mask, bias = _group_heads(mask, groups), _group_heads(bias, groups)
@@ -160,14 +177,18 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=Tru
     (..., Lq, Lk) are the softmax probabilities before dropout, a Tensor outside the
     graph (for inspection and plots: gradients flow through ``output`` only).
     """
-    q, k, v, mask, bias, groups = check_attention_arguments(
-        "scaled_dot_product_attention", q, k, v, mask, bias, dropout_p)
-    weights = []
-    out = ScaledDotProductAttention.apply(
-        *(t for t in (q, k, v, bias) if t is not None), mask=mask, weights_out=weights,
-        dropout_p=dropout_p if training else 0.0)
-    weights = weights[0]
+    return attention(*check_attention_arguments("scaled_dot_product_attention", q, k, v,
+                                                mask, bias, dropout_p),
+                     dropout_p if training else 0.0)
+
+
+def attention(q, k, v, mask, bias, groups, dropout_p):
+    """``scaled_dot_product_attention`` of checked arguments, as ``group_heads`` returns
+    them, for callers that checked them already (``MultiHeadAttention``)."""
+    out, weights = ScaledDotProductAttention.apply(
+        *(t for t in (q, k, v, bias) if t is not None), mask=mask, dropout_p=dropout_p)
+    weights = weights.detach()  # for inspection only, and so as not to hold the graph
     if groups > 1:  # (..., H_kv, G, L, D) back to (..., H, L, D)
         out = out.reshape(*out.shape[:-4], -1, *out.shape[-2:])
         weights = weights.reshape(*weights.shape[:-4], -1, *weights.shape[-2:])
-    return out, Tensor(weights)
+    return out, weights

@@ -1,14 +1,6 @@
 """Small helpers shared by the functional modules."""
 from .. import backend
-from ..autograd import Tensor
-
-
-def array_like(value, like):
-    """``value`` (a Tensor, an array or a nested list) as an array on the device of ``like``."""
-    data = value.data if isinstance(value, Tensor) else value
-    if not backend.is_array(data):
-        data = backend.host.asarray(data)
-    return backend.to_device(data, like.device)
+from ..autograd import as_array
 
 
 def floating(owner, **tensors):
@@ -23,7 +15,7 @@ def floating(owner, **tensors):
 def indices(value, like, size, what):
     """``value`` as an array of integers in [0, size) (size None: >= 0) on the device of
     ``like``."""
-    data = array_like(value, like)
+    data = as_array(value, like.device)
     if data.dtype.kind not in "iu":
         raise TypeError(f"{what} must be integers, got dtype {data.dtype}")
     low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
@@ -80,20 +72,21 @@ def in_pieces(fn, *arrays):
     return results[0] if len(results) == 1 else results
 
 
-def row_blocks(*arrays):
-    """Views of arrays (..., n) with the same leading dims, block by block of whole rows
-    (about PIECE elements each, the same rows of every array: n may differ), for
-    row-wise work in place while a block sits in the cache. On a GPU, or when the first
-    array is small or not contiguous (its reshape would be a copy), or another one only
-    broadcasts to it, the arrays themselves are the one block."""
-    x = arrays[0]
+def row_blocks(x, *others):
+    """Views of x (..., n), and of each array in ``others`` with x's leading dims (their
+    last may differ; a None stays None), block by block of the same whole rows, about
+    PIECE elements each: for row-wise work in place while a block sits in the cache. On a
+    GPU, or when x is small or not contiguous (its reshape would be a copy), or another
+    array only broadcasts to it, the arrays themselves are the one block."""
+    arrays = (x,) + others
+    given = [a for a in others if a is not None]
     if (backend.device_of(x) != "cpu" or x.size <= PIECE or x.ndim < 2
-            or not x.flags.c_contiguous or any(a.shape[:-1] != x.shape[:-1] for a in arrays)):
+            or not x.flags.c_contiguous or any(a.shape[:-1] != x.shape[:-1] for a in given)):
         yield arrays
         return
-    rows = [a.reshape(-1, a.shape[-1]) for a in arrays]
+    rows = [None if a is None else a.reshape(-1, a.shape[-1]) for a in arrays]
     for block in row_slices(rows[0]):
-        yield tuple(r[block] for r in rows)
+        yield tuple(None if r is None else r[block] for r in rows)
 
 
 def row_slices(x):
@@ -110,10 +103,10 @@ def softmax_rows_(scores, mask=None):
     weight is 0 where the boolean ``mask`` (broadcastable to scores) is False; a row that
     is all masked (a query with nothing to attend to) becomes all zeros, not NaN."""
     xp = backend.get_array_module(scores)
-    hidden = () if mask is None else (xp.broadcast_to(~mask, scores.shape),)
-    for rows, *hide in row_blocks(scores, *hidden):
-        if hide:
-            xp.copyto(rows, -xp.inf, where=hide[0])
+    hidden = None if mask is None else xp.broadcast_to(~mask, scores.shape)
+    for rows, hide in row_blocks(scores, hidden):
+        if hide is not None:
+            xp.copyto(rows, -xp.inf, where=hide)
         top = rows.max(axis=-1, keepdims=True)
         top[top == -xp.inf] = 0  # a fully masked row: exp(-inf - 0) = 0 rather than NaN
         rows -= top

@@ -1,8 +1,8 @@
 """Losses, each fused into one node: cross-entropy (log-softmax and negative
 log-likelihood, against class ids or probability targets) and the distillation loss
 of Hinton et al. (2015), a temperature-softened KL divergence from teacher to student."""
-from ..autograd import Function
-from .common import array_like, floating, indices, row_slices, widened
+from ..autograd import Function, as_array
+from .common import floating, indices, row_slices, widened
 
 
 class CrossEntropy(Function):
@@ -91,7 +91,7 @@ def cross_entropy(logits, targets, ignore_index=None, label_smoothing=0.0):
         raise ValueError(f"cross_entropy: logits must be (N, C) or (B, L, C), "
                          f"got shape {logits.shape}")
     floating("cross_entropy", logits=logits)
-    targets = array_like(targets, logits)
+    targets = as_array(targets, logits.device)
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], "
                          f"got {label_smoothing}")

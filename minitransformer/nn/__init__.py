@@ -13,5 +13,6 @@ from .models import (GPT, EncoderClassifier, EncoderClassifierConfig, GPTConfig,
                      Transformer, TransformerConfig)
 from .module import Module, ModuleList, Parameter
 from .quantize import QuantizedLinear, quantize_int8, weight_bytes
-from .transformer import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward
+from .transformer import (Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward,
+                          TransformerBlock)
 from .vit import ViT, ViTConfig

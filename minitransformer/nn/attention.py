@@ -10,6 +10,7 @@ convention of ``torch.nn.functional.scaled_dot_product_attention``;
 """
 from .. import arguments
 from .. import functional as F
+from ..functional.attention import attention, check_bias, group_heads
 from ..masks import causal_mask, combine_masks
 from ..ops import concatenate
 from .checks import check_device, check_features, check_mask
@@ -121,7 +122,7 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention: num_kv_heads={num_kv_heads!r} must be a "
                              f"positive integer dividing num_heads={num_heads}")
         self.d_model, self.num_heads = d_model, num_heads
-        self.dropout = arguments.fraction("MultiHeadAttention", "dropout", dropout)
+        self.dropout_p = arguments.fraction("MultiHeadAttention", "dropout", dropout)
         self.num_kv_heads, self.head_dim = num_kv_heads, d_model // num_heads
         if rotary_base is not None:
             rotary_base = arguments.positive_number("MultiHeadAttention", "rotary_base",
@@ -159,18 +160,21 @@ class MultiHeadAttention(Module):
             v = self._split_heads(self.w_v(value), self.num_kv_heads)
             if cache is not None:
                 k, v = cache.update(k, v)
-        batch, lq = query.shape[:2]
-        mask = check_mask("MultiHeadAttention", "mask", mask,
-                          (batch, self.num_heads, lq, k.shape[2]), self.w_q.weight.device)
+        scores = (query.shape[0], self.num_heads, query.shape[1], k.shape[2])  # (B, H, Lq, Lk)
+        if not scores[3]:
+            raise ValueError("MultiHeadAttention: key has 0 positions; attention needs at "
+                             "least one key (mask keys out instead of removing them all)")
+        mask = check_mask("MultiHeadAttention", "mask", mask, scores, self.device)
+        bias = check_bias("MultiHeadAttention", bias, q, scores, "(B, H, Lq, Lk)")
         if self.attention == "blockwise":
             out, weights = F.blockwise_attention(
-                q, k, v, mask, bias, self.causal, self.dropout, self.training,
+                q, k, v, mask, bias, self.causal, self.dropout_p, self.training,
                 self.block_size), None
-        else:
+        else:  # the arguments are checked: no need to again
             if self.causal:
-                mask = combine_masks(mask, causal_mask(lq, k.shape[2], q.device))
-            out, weights = F.scaled_dot_product_attention(
-                q, k, v, mask, dropout_p=self.dropout, training=self.training, bias=bias)
+                mask = combine_masks(mask, causal_mask(scores[2], scores[3], q.device))
+            out, weights = attention(*group_heads(q, k, v, mask, bias),
+                                     self.dropout_p if self.training else 0.0)
         self.attention_weights = weights  # already without a graph
         return self.w_o(self._merge_heads(out))
 
@@ -192,7 +196,7 @@ class MultiHeadAttention(Module):
         return x.transpose(0, 2, 1, 3).reshape(batch, length, self.d_model)
 
     def _check_inputs(self, query, key, value, cache):
-        device = self.w_q.weight.device
+        device = self.device
         uses_key_value = cache is None or not cache.static or cache.keys is None
         named = [("query", query)] + (
             [("key", key), ("value", value)] if uses_key_value else [])
@@ -212,4 +216,4 @@ class MultiHeadAttention(Module):
                      if self.attention == "blockwise" else "")
         causal = ", causal=True" if self.causal else ""
         return (f"d_model={self.d_model}, num_heads={self.num_heads}{kv}, "
-                f"dropout={self.dropout}{blockwise}{causal}")
+                f"dropout={self.dropout_p}{blockwise}{causal}")

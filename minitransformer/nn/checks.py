@@ -2,7 +2,7 @@
 device fails at the public entry point with a message naming the argument, what was
 expected and what was given -- not deep inside a matmul."""
 from .. import arguments, backend
-from ..autograd import Tensor
+from ..autograd import Tensor, as_array
 
 
 def check_features(owner, name, x, size, size_name="d_model"):
@@ -42,9 +42,10 @@ def check_mask(owner, name, mask, shape, device):
 
 
 def check_ids(owner, name, ids, vocab_size, device):
-    """``ids`` must be a (B, L) integer Tensor or array on ``device`` with values in
-    [0, vocab_size). Returns it as an array."""
-    data = ids.data if isinstance(ids, Tensor) else ids
+    """``ids`` must be a (B, L) integer Tensor or array on ``device`` (or a nested list,
+    put there) with values in [0, vocab_size). Returns it as an array."""
+    data = as_array(ids, device) if isinstance(ids, (list, tuple)) else ids
+    data = data.data if isinstance(data, Tensor) else data
     if not backend.is_array(data) or data.dtype.kind not in "iu":
         given = getattr(data, "dtype", type(data).__name__)
         raise TypeError(f"{owner}: {name} must be integer token ids, got {given}")

@@ -6,12 +6,18 @@ the module owns the parameters, the function does the math (forward and backward
 
 Parameters are drawn on the CPU, from ``backend.rng("cpu")``, and then moved to the
 current backend, so ``mt.manual_seed(s)`` gives the same initial weights on NumPy and CuPy.
+Constructor arguments are checked once, here; ``forward`` checks only its input and then
+applies the function's graph node directly (``F.linear`` would check the weights again).
 """
 import math
 
 from .. import arguments, backend
-from .. import functional as F
-from ..autograd import Tensor
+from ..autograd import Tensor, as_array
+from ..functional.activations import Dropout as DropoutFunction
+from ..functional.common import floating, indices
+from ..functional.layers import Embedding as EmbeddingFunction
+from ..functional.layers import LayerNorm as LayerNormFunction, Linear as LinearFunction
+from ..functional.norms import RMSNorm as RMSNormFunction
 from ..masks import check_lengths
 from ..ops import where
 from .module import Module, Parameter
@@ -57,9 +63,9 @@ class Linear(Module):
 
     def forward(self, x):
         if x.shape[-1:] != (self.in_features,):
-            raise ValueError(f"Linear: input has shape {x.shape}, expected last dim "
-                             f"in_features={self.in_features}")
-        return F.linear(x, self.weight, self.bias)
+            raise ValueError(f"{type(self).__name__}: input has shape {x.shape}, expected "
+                             f"last dim in_features={self.in_features}")
+        return LinearFunction.apply(*(t for t in (x, self.weight, self.bias) if t is not None))
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -87,11 +93,15 @@ class Embedding(Module):
         self.weight = _parameter(table)
 
     def forward(self, ids):
-        out = F.embedding(ids, self.weight)
+        return self.lookup(indices(ids, self.weight, self.num_embeddings, "embedding: ids"))
+
+    def lookup(self, ids):
+        """``forward`` for ids already checked (an integer array on the weight's device,
+        in range): the models check their token ids once, at their own entry point."""
+        out = EmbeddingFunction.apply(self.weight, ids=ids)
         if self.padding_idx is None:
             return out
         # Put the padding row back as a constant: same values, but no gradient reaches it.
-        ids = self.weight.xp.asarray(ids.data if isinstance(ids, Tensor) else ids)
         is_pad = (ids == self.padding_idx)[..., None]
         return where(is_pad, self.weight.data[self.padding_idx], out)
 
@@ -115,7 +125,9 @@ class LayerNorm(Module):
         if x.shape[-1:] != (self.dim,):
             raise ValueError(f"LayerNorm: input has shape {x.shape}, expected last dim "
                              f"dim={self.dim}")
-        return F.layer_norm(x, self.weight, self.bias, self.eps)
+        floating("layer_norm", x=x)
+        return LayerNormFunction.apply(*(t for t in (x, self.weight, self.bias) if t is not None),
+                                       eps=self.eps)
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"
@@ -134,7 +146,8 @@ class RMSNorm(Module):
         if x.shape[-1:] != (self.dim,):
             raise ValueError(f"RMSNorm: input has shape {x.shape}, expected last dim "
                              f"dim={self.dim}")
-        return F.rms_norm(x, self.weight, self.eps)
+        floating("rms_norm", x=x)
+        return RMSNormFunction.apply(x, self.weight, eps=self.eps)
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"
@@ -148,7 +161,7 @@ class Dropout(Module):
         self.p = arguments.fraction("Dropout", "p", p)
 
     def forward(self, x):
-        return F.dropout(x, self.p, self.training)
+        return x if not self.training or self.p == 0 else DropoutFunction.apply(x, p=self.p)
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -205,7 +218,7 @@ class LearnedPositionalEmbedding(Module):
     def forward(self, x, start=0):
         _check_positions("LearnedPositionalEmbedding", x, start, self.max_len)
         positions = backend.xp(self.weight.device).arange(start, start + x.shape[1])
-        return x + F.embedding(positions, self.weight)
+        return x + EmbeddingFunction.apply(self.weight, ids=positions)  # in range: unchecked
 
     def extra_repr(self):
         return f"{self.max_len}, {self.dim}"
@@ -237,8 +250,7 @@ def relative_position_bucket(relative, bidirectional=True, num_buckets=32, max_d
     after the query gets bucket 0."""
     owner = "relative_position_bucket"
     max_exact = _exact_buckets(owner, bidirectional, num_buckets, max_distance)
-    data = relative.data if isinstance(relative, Tensor) else relative
-    data = data if backend.is_array(data) else backend.host.asarray(data)
+    data = as_array(relative)
     if data.dtype.kind not in "iu":
         raise TypeError(f"{owner}: relative must be integer offsets, got dtype {data.dtype}")
     xp = backend.get_array_module(data)
@@ -279,7 +291,7 @@ class RelativePositionBias(Module):
         relative = xp.arange(k_len)[None, :] - xp.arange(k_len - q_len, k_len)[:, None]
         buckets = relative_position_bucket(relative, self.bidirectional, self.num_buckets,
                                            self.max_distance)
-        return F.embedding(buckets, self.weight).transpose(2, 0, 1)[None]
+        return EmbeddingFunction.apply(self.weight, ids=buckets).transpose(2, 0, 1)[None]
 
     def extra_repr(self):
         return (f"num_heads={self.num_heads}, num_buckets={self.num_buckets}, "

@@ -25,14 +25,7 @@ from .checks import check_device, check_features, check_ids, check_mask
 from .layers import (Dropout, Embedding, LayerNorm, LearnedPositionalEmbedding, Linear,
                      RelativePositionBias, SinusoidalPositionalEncoding)
 from .module import Module, ModuleList
-from .transformer import Decoder, Encoder, EncoderLayer, make_norm
-
-
-def _ids(owner, name, ids, vocab_size, device):
-    """Token ids as a checked (B, L) integer array on ``device``; lists are converted."""
-    if isinstance(ids, (list, tuple)):
-        ids = backend.to_device(backend.host.asarray(ids), device)
-    return check_ids(owner, name, ids, vocab_size, device)
+from .transformer import Decoder, Encoder, TransformerBlock, make_norm
 
 
 def _configure_memory(model, config):
@@ -115,20 +108,13 @@ class Transformer(Module):
         _configure_memory(self, c)
 
     def forward(self, src, tgt, src_mask=None, tgt_mask=None):
-        src = _ids("Transformer", "src", src, self.config.src_vocab_size, self._device)
-        if src_mask is None:
-            src_mask = self.source_mask(src)
-        return self.decode(self.encode(src, src_mask), tgt, src_mask, tgt_mask)
+        src, src_mask = self._check_source(src, src_mask)
+        tgt, tgt_mask = self._check_target(tgt, tgt_mask, src.shape[0], src.shape[1], None)
+        return self._decode(self._encode(src, src_mask), tgt, src_mask, tgt_mask, None)
 
     def encode(self, src, src_mask=None):
         """src (B, Ls) -> memory (B, Ls, d_model)."""
-        src = _ids("Transformer", "src", src, self.config.src_vocab_size, self._device)
-        if src_mask is None:
-            src_mask = self.source_mask(src)
-        src_mask = self._check_src_mask(src_mask, *src.shape)
-        x = self._embed(self.src_embedding, src, start=0)
-        bias = None if self.encoder_bias is None else self.encoder_bias(src.shape[1])
-        return self.encoder(x, src_mask, bias)
+        return self._encode(*self._check_source(src, src_mask))
 
     def decode(self, memory, tgt, src_mask=None, tgt_mask=None, cache=None):
         """memory (B, Ls, D), tgt (B, Lt) -> logits (B, Lt, tgt_vocab_size).
@@ -137,23 +123,11 @@ class Transformer(Module):
         the ``len(cache)`` already decoded, and the default ``tgt_mask`` is causal only.
         ``src_mask`` should be the one the memory was encoded with.
         """
-        c = self.config
-        tgt = _ids("Transformer", "tgt", tgt, c.tgt_vocab_size, self._device)
-        check_features("Transformer", "memory", memory, c.d_model)
-        check_device("Transformer", "memory", memory, self._device)
-        batch, length = tgt.shape
-        if memory.shape[0] != batch:
-            raise ValueError(f"Transformer: memory has batch size {memory.shape[0]} but tgt "
-                             f"has {batch}")
-        past = 0 if cache is None else len(cache)
-        if tgt_mask is None:
-            tgt_mask = self.target_mask(tgt, past)
-        tgt_mask = check_mask("Transformer", "tgt_mask", tgt_mask,
-                              (batch, c.num_heads, length, past + length), self._device)
-        src_mask = self._check_src_mask(src_mask, batch, memory.shape[1])
-        x = self._embed(self.tgt_embedding, tgt, start=past)
-        bias = None if self.decoder_bias is None else self.decoder_bias(length, past + length)
-        return self.generator(self.decoder(x, memory, tgt_mask, src_mask, cache, bias))
+        check_features("Transformer", "memory", memory, self.config.d_model)
+        check_device("Transformer", "memory", memory, self.device)
+        tgt, tgt_mask = self._check_target(tgt, tgt_mask, *memory.shape[:2], cache)
+        src_mask = self._check_src_mask(src_mask, *memory.shape[:2])
+        return self._decode(memory, tgt, src_mask, tgt_mask, cache)
 
     def source_mask(self, src):
         """The key padding mask (B, 1, 1, Ls) of ``src``, or None without a pad_id."""
@@ -163,7 +137,7 @@ class Transformer(Module):
         """Causal mask (1, 1, Lt, past + Lt) for ``tgt`` (B, Lt) that follows ``past``
         cached positions, combined with its padding mask when there is no cache."""
         length = tgt.shape[1]
-        causal = causal_mask(length, past + length, self._device)
+        causal = causal_mask(length, past + length, self.device)
         if past or self.config.pad_id is None:
             return causal
         return combine_masks(padding_mask(tgt, self.config.pad_id), causal)
@@ -172,19 +146,44 @@ class Transformer(Module):
         """An empty ``KVCache`` for incremental decoding with ``decode``."""
         return KVCache(self.config.num_decoder_layers, cross_attention=True)
 
-    @property
-    def _device(self):
-        return self.generator.weight.device
+    # The public methods check their arguments once; these take them checked.
+    def _encode(self, src, src_mask):
+        x = self._embed(self.src_embedding, src, start=0)
+        bias = None if self.encoder_bias is None else self.encoder_bias(src.shape[1])
+        return self.encoder(x, mask=src_mask, bias=bias)
+
+    def _decode(self, memory, tgt, src_mask, tgt_mask, cache):
+        past, length = (0 if cache is None else len(cache)), tgt.shape[1]
+        x = self._embed(self.tgt_embedding, tgt, start=past)
+        bias = None if self.decoder_bias is None else self.decoder_bias(length, past + length)
+        return self.generator(self.decoder(x, memory, self_mask=tgt_mask, memory_mask=src_mask,
+                                           cache=cache, self_bias=bias))
 
     def _embed(self, embedding, ids, start):
-        x = embedding(ids) * math.sqrt(self.config.d_model)
+        x = embedding.lookup(ids) * math.sqrt(self.config.d_model)
         return self.dropout(x if self.positions is None else self.positions(x, start))
+
+    def _check_source(self, src, src_mask):
+        src = check_ids("Transformer", "src", src, self.config.src_vocab_size, self.device)
+        src_mask = self.source_mask(src) if src_mask is None else src_mask
+        return src, self._check_src_mask(src_mask, *src.shape)
 
     def _check_src_mask(self, src_mask, batch, src_len):
         # One mask serves the encoder's self-attention and the decoder's cross-attention,
         # so it must be a key mask: the same for every query.
         return check_mask("Transformer", "src_mask", src_mask,
-                          (batch, self.config.num_heads, 1, src_len), self._device)
+                          (batch, self.config.num_heads, 1, src_len), self.device)
+
+    def _check_target(self, tgt, tgt_mask, batch, src_len, cache):
+        c = self.config
+        tgt = check_ids("Transformer", "tgt", tgt, c.tgt_vocab_size, self.device)
+        if tgt.shape[0] != batch:
+            raise ValueError(f"Transformer: memory has batch size {batch} but tgt "
+                             f"has {tgt.shape[0]}")
+        past, length = (0 if cache is None else len(cache)), tgt.shape[1]
+        tgt_mask = self.target_mask(tgt, past) if tgt_mask is None else tgt_mask
+        return tgt, check_mask("Transformer", "tgt_mask", tgt_mask,
+                               (batch, c.num_heads, length, past + length), self.device)
 
 
 @dataclass
@@ -215,7 +214,7 @@ GPT_POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "t5", "none")
 class GPT(Module):
     """A decoder-only language model. forward(ids (B, L), cache=None) -> logits (B, L, V).
 
-    Each block is a pre-LN ``EncoderLayer`` with causal attention; a final norm and a
+    Each block is a pre-LN, causal ``TransformerBlock``; a final norm and a
     bias-free output layer (tied to the token embedding) follow. Embeddings start as
     N(0, 0.02²), as in GPT-2 (with sinusoids: N(0, 1/d_model), scaled by sqrt(d_model)).
     For generation, make ``cache = new_cache()`` and pass only the new tokens at each
@@ -249,11 +248,10 @@ class GPT(Module):
                               if c.positions == "t5" else None)
         self.dropout = Dropout(c.dropout)
         self.blocks = ModuleList(
-            EncoderLayer(c.d_model, c.num_heads, d_ff, c.dropout, c.activation,
-                         norm_first=True, layer_norm_eps=c.layer_norm_eps, norm=c.norm,
-                         num_kv_heads=c.num_kv_heads, bias=c.bias,
-                         rotary_base=c.rope_base if c.positions == "rope" else None,
-                         causal=True)
+            TransformerBlock(c.d_model, c.num_heads, d_ff, c.dropout, c.activation,
+                             norm_first=True, layer_norm_eps=c.layer_norm_eps, norm=c.norm,
+                             num_kv_heads=c.num_kv_heads, bias=c.bias, causal=True,
+                             rotary_base=c.rope_base if c.positions == "rope" else None)
             for _ in range(c.num_layers))
         self.final_norm = make_norm(c.norm, c.d_model, c.layer_norm_eps, c.bias)
         self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
@@ -262,15 +260,14 @@ class GPT(Module):
         _configure_memory(self, c)
 
     def forward(self, ids, cache=None):
-        c = self.config
-        device = self.lm_head.weight.device
-        ids = _ids("GPT", "ids", ids, c.vocab_size, device)
+        c, device = self.config, self.device
+        ids = check_ids("GPT", "ids", ids, c.vocab_size, device)
         past, length = (0 if cache is None else len(cache)), ids.shape[1]
         if c.positions == "learned" and past + length > c.max_len:
             raise ValueError(f"GPT: {past} cached + {length} new positions exceed "
                              f"max_len={c.max_len}; crop the context to the last "
                              f"{c.max_len} tokens")
-        x = self.token_embedding(ids)
+        x = self.token_embedding.lookup(ids)
         if self.token_scale != 1:
             x = x * self.token_scale
         if self.position_embedding is not None:
@@ -283,9 +280,9 @@ class GPT(Module):
             bias = self.relative_bias(length, past + length)
         for i, block in enumerate(self.blocks):
             if c.recompute and cache is None:  # the bias may carry a graph (T5): an input
-                x = recompute(lambda h, b, block=block: block(h, None, None, b), x, bias)
+                x = recompute(lambda h, b, block=block: block(h, bias=b), x, bias)
             else:
-                x = block(x, None, None if cache is None else cache.self_attention[i], bias)
+                x = block(x, cache=None if cache is None else cache.self_attention[i], bias=bias)
         return self.lm_head(self.final_norm(x))
 
     def new_cache(self):
@@ -324,21 +321,9 @@ class EncoderClassifier(Module):
     (word + position + token type), normalised and passed through post-LN layers; there
     is no sqrt(d_model) scaling.
 
-    Parameter names, and the Hugging Face ``BertModel`` names they hold (layer i):
-      token_embedding.weight         embeddings.word_embeddings.weight
-      position_embedding.weight      embeddings.position_embeddings.weight
-      token_type_embedding.weight    embeddings.token_type_embeddings.weight
-      embedding_norm.{weight,bias}   embeddings.LayerNorm.{weight,bias}
-      encoder.layers.i.self_attn.w_q.*   encoder.layer.i.attention.self.query.*
-      encoder.layers.i.self_attn.w_k.*   encoder.layer.i.attention.self.key.*
-      encoder.layers.i.self_attn.w_v.*   encoder.layer.i.attention.self.value.*
-      encoder.layers.i.self_attn.w_o.*   encoder.layer.i.attention.output.dense.*
-      encoder.layers.i.norm1.*           encoder.layer.i.attention.output.LayerNorm.*
-      encoder.layers.i.feed_forward.linear1.*  encoder.layer.i.intermediate.dense.*
-      encoder.layers.i.feed_forward.linear2.*  encoder.layer.i.output.dense.*
-      encoder.layers.i.norm2.*           encoder.layer.i.output.LayerNorm.*
-      pooler.{weight,bias}           pooler.dense.{weight,bias}
-      classifier.{weight,bias}       classifier.* (BertForSequenceClassification)
+    Its parameters hold Hugging Face ``BertModel``'s under other names, listed once in
+    ``pretrained.sentence_encoder`` (``bert_parameter_names``); ``classifier.*`` holds
+    ``BertForSequenceClassification``'s ``classifier.*``.
     Both use (out_features, in_features) Linear weights, so no transposes are needed.
     """
 
@@ -358,21 +343,21 @@ class EncoderClassifier(Module):
         _configure_memory(self, c)
 
     def encode(self, ids, attention_mask=None, token_type_ids=None):
-        c = self.config
-        device = self.pooler.weight.device
-        ids = _ids("EncoderClassifier", "ids", ids, c.vocab_size, device)
-        x = self.token_embedding(ids)
+        c, device = self.config, self.device
+        ids = check_ids("EncoderClassifier", "ids", ids, c.vocab_size, device)
+        x = self.token_embedding.lookup(ids)
         if self.token_type_embedding is not None:
-            if token_type_ids is None:
+            if token_type_ids is None:  # all segment 0: nothing to check
                 token_type_ids = backend.xp(device).zeros(ids.shape, dtype=ids.dtype)
-            token_type_ids = _ids("EncoderClassifier", "token_type_ids", token_type_ids,
-                                  c.type_vocab_size, device)
+            else:
+                token_type_ids = check_ids("EncoderClassifier", "token_type_ids",
+                                           token_type_ids, c.type_vocab_size, device)
             if token_type_ids.shape != ids.shape:
                 raise ValueError(f"EncoderClassifier: token_type_ids has shape "
                                  f"{token_type_ids.shape}, expected ids' shape {ids.shape}")
-            x = x + self.token_type_embedding(token_type_ids)
+            x = x + self.token_type_embedding.lookup(token_type_ids)
         x = self.dropout(self.embedding_norm(self.position_embedding(x)))
-        return self.encoder(x, self._key_mask(ids, attention_mask, device))
+        return self.encoder(x, mask=self._key_mask(ids, attention_mask, device))
 
     def pool(self, hidden):
         """hidden (B, L, D) -> tanh(pooler(hidden[:, 0])) (B, D), as BERT's pooler."""

@@ -89,6 +89,13 @@ class Module:
             p.grad = None
 
     # ---- devices and dtypes ----------------------------------------------------
+    @property
+    def device(self):
+        """Where the module's first parameter (or buffer) lives, "cpu" or "gpu"; None for
+        a module without any (Dropout): it has no device and runs wherever its input is."""
+        first = next(self._tensors(), None)
+        return None if first is None else first.device
+
     def to(self, device=None, dtype=None):
         """Move every parameter and buffer, in place, to ``device`` ("cpu" or "gpu")
         and/or cast the floating ones to ``dtype``. Returns the module."""

@@ -12,7 +12,6 @@ holding one cannot be saved (save the float model; quantizing again is quick and
 the same codes). An output layer tied to the token embedding (GPT's ``lm_head``) gets
 its own int8 copy while the embedding stays float: the tie ends there.
 """
-from .. import functional as F
 from ..autograd import Tensor
 from .layers import Linear
 from .module import Module, ModuleList
@@ -47,15 +46,10 @@ class QuantizedLinear(Module):
         weight *= self.scale.data[:, None]
         return Tensor(weight)
 
-    def forward(self, x):
-        if x.shape[-1:] != (self.in_features,):
-            raise ValueError(f"QuantizedLinear: input has shape {x.shape}, expected last dim "
-                             f"in_features={self.in_features}")
-        return F.linear(x, self.weight, self.bias)
+    forward = Linear.forward  # the same y = x Wᵀ + b, with W = s q made by ``weight``
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, int8")
+        return Linear.extra_repr(self) + ", int8"
 
 
 def quantize_int8(model):

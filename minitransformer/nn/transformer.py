@@ -14,8 +14,18 @@ Newer models are options of the same blocks, not new classes: ``norm="rms"``,
 gated feed-forwards (``activation="swiglu"``), grouped-query attention
 (``num_kv_heads``), RoPE (``rotary_base``), no biases (``bias=False``), and an additive
 attention bias (ALiBi, T5) passed to ``forward``. A LLaMA block is
-``EncoderLayer(..., activation="swiglu", norm_first=True, norm="rms", num_kv_heads=2,
-bias=False, rotary_base=10000.0)`` under a causal mask.
+``TransformerBlock(..., activation="swiglu", norm_first=True, norm="rms",
+num_kv_heads=2, bias=False, rotary_base=10000.0, causal=True)``.
+
+Masks (boolean, True = may attend, broadcastable to (B, H, Lq, Lk)) are named after the
+attention they restrict: ``mask`` where a layer has one attention (``MultiHeadAttention``,
+``TransformerBlock``, ``Encoder``); in a decoder layer, which has two, ``self_mask``
+(B, H, Lt, Lt) and ``memory_mask`` (B, H, Lt, Ls), and likewise ``bias``/``self_bias``.
+The models name them after the sequence they hide, as ``torch.nn.Transformer`` does:
+``src_mask`` (the encoder's ``mask`` and the decoder's ``memory_mask``) and ``tgt_mask``
+(the decoder's ``self_mask``); BERT-style models take Hugging Face's ``attention_mask``
+(B, L), 1 for a token and 0 for padding, and build the key mask from it. Masks always
+travel by keyword inside the package.
 """
 from .. import arguments
 from .. import functional as F
@@ -62,13 +72,13 @@ def make_norm(norm, dim, eps, bias=True):
     return LayerNorm(dim, eps, bias) if norm == "layer" else RMSNorm(dim, eps)
 
 
-class EncoderLayer(Module):
-    """Self-attention, then the feed-forward network. x (B, L, D) -> (B, L, D).
+class TransformerBlock(Module):
+    """Self-attention, then the feed-forward network. x (B, L, D) -> (B, L, D): an
+    encoder layer, and, with ``causal=True``, a block of a decoder-only model (GPT).
 
     ``mask`` (True = may attend) broadcasts to (B, H, L, L), e.g. a padding mask
     (B, 1, 1, L) in an encoder. ``causal``: each position attends only to itself and
-    those before it, as in a decoder-only model such as GPT, whose blocks are exactly
-    these layers. ``cache``: an ``AttentionCache`` for incremental decoding.
+    those before it. ``cache``: an ``AttentionCache`` for incremental decoding.
     ``bias``: added to the attention scores, broadcastable to (B, H, L, L).
     ``norm``, ``num_kv_heads``, ``bias`` (of every Linear and LayerNorm) and
     ``rotary_base`` as in the module docstring.
@@ -89,13 +99,17 @@ class EncoderLayer(Module):
     def forward(self, x, mask=None, cache=None, bias=None):
         if self.norm_first:
             h = self.norm1(x)
-            x = x + self.dropout1(self.self_attn(h, h, h, mask, cache, bias))
+            x = x + self.dropout1(self.self_attn(h, h, h, mask=mask, cache=cache, bias=bias))
             return x + self.dropout2(self.feed_forward(self.norm2(x)))
-        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask, cache, bias)))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=mask, cache=cache,
+                                                        bias=bias)))
         return self.norm2(x + self.dropout2(self.feed_forward(x)))
 
     def extra_repr(self):
         return f"norm_first={self.norm_first}"
+
+
+EncoderLayer = TransformerBlock  # the name of torch.nn and of earlier code
 
 
 class DecoderLayer(Module):
@@ -126,35 +140,32 @@ class DecoderLayer(Module):
                 memory_cache=None, self_bias=None):
         if self.norm_first:
             h = self.norm1(x)
-            x = x + self.dropout1(self.self_attn(h, h, h, self_mask, cache, self_bias))
+            x = x + self.dropout1(self.self_attn(h, h, h, mask=self_mask, cache=cache,
+                                                 bias=self_bias))
             h = self.norm2(x)
-            x = x + self.dropout2(self.cross_attn(h, memory, memory, memory_mask,
-                                                  memory_cache))
+            x = x + self.dropout2(self.cross_attn(h, memory, memory, mask=memory_mask,
+                                                  cache=memory_cache))
             return x + self.dropout3(self.feed_forward(self.norm3(x)))
-        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, self_mask, cache,
-                                                        self_bias)))
-        x = self.norm2(x + self.dropout2(self.cross_attn(x, memory, memory, memory_mask,
-                                                         memory_cache)))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=self_mask, cache=cache,
+                                                        bias=self_bias)))
+        x = self.norm2(x + self.dropout2(self.cross_attn(x, memory, memory, mask=memory_mask,
+                                                         cache=memory_cache)))
         return self.norm3(x + self.dropout3(self.feed_forward(x)))
 
     def extra_repr(self):
         return f"norm_first={self.norm_first}"
 
 
-def _check_num_layers(owner, num_layers):
-    arguments.positive_integer(owner, "num_layers", num_layers)
-
-
 class Encoder(Module):
     """``num_layers`` encoder layers; pre-LN stacks end with a LayerNorm (``norm``).
     forward(x (B, L, D), mask=None, bias=None) -> (B, L, D). Arguments as for
-    ``EncoderLayer``."""
+    ``TransformerBlock``."""
 
     def __init__(self, num_layers, d_model, num_heads, d_ff, dropout=0.1, activation="relu",
                  norm_first=False, layer_norm_eps=1e-5):
-        _check_num_layers("Encoder", num_layers)
+        arguments.positive_integer("Encoder", "num_layers", num_layers)
         self.layers = ModuleList(
-            EncoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first,
+            TransformerBlock(d_model, num_heads, d_ff, dropout, activation, norm_first,
                          layer_norm_eps) for _ in range(num_layers))
         self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
         self.recompute = False  # True: each layer's activations are remade in backward
@@ -162,9 +173,9 @@ class Encoder(Module):
     def forward(self, x, mask=None, bias=None):
         for layer in self.layers:
             if self.recompute:
-                x = recompute(lambda h, b, layer=layer: layer(h, mask, bias=b), x, bias)
+                x = recompute(lambda h, b, layer=layer: layer(h, mask=mask, bias=b), x, bias)
             else:
-                x = layer(x, mask, bias=bias)
+                x = layer(x, mask=mask, bias=bias)
         return x if self.norm is None else self.norm(x)
 
 
@@ -176,7 +187,7 @@ class Decoder(Module):
 
     def __init__(self, num_layers, d_model, num_heads, d_ff, dropout=0.1, activation="relu",
                  norm_first=False, layer_norm_eps=1e-5):
-        _check_num_layers("Decoder", num_layers)
+        arguments.positive_integer("Decoder", "num_layers", num_layers)
         self.layers = ModuleList(
             DecoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first,
                          layer_norm_eps) for _ in range(num_layers))
@@ -185,13 +196,13 @@ class Decoder(Module):
 
     def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None,
                 self_bias=None):
+        masks = dict(self_mask=self_mask, memory_mask=memory_mask)
         for i, layer in enumerate(self.layers):
-            layer_caches = (None, None) if cache is None else (
-                cache.self_attention[i], cache.cross_attention[i])
             if self.recompute and cache is None:
-                x = recompute(lambda h, m, b, layer=layer: layer(h, m, self_mask, memory_mask,
-                                                                 self_bias=b),
+                x = recompute(lambda h, m, b, layer=layer: layer(h, m, **masks, self_bias=b),
                               x, memory, self_bias)
             else:
-                x = layer(x, memory, self_mask, memory_mask, *layer_caches, self_bias)
+                caches = {} if cache is None else dict(cache=cache.self_attention[i],
+                                                       memory_cache=cache.cross_attention[i])
+                x = layer(x, memory, **masks, self_bias=self_bias, **caches)
         return x if self.norm is None else self.norm(x)

@@ -84,5 +84,5 @@ class ViT(Module):
             raise ValueError(f"ViT: images must be a float (B, C, H, W) = (B, "
                              f"{', '.join(map(str, expected))}) array or Tensor, got "
                              f"{given}")
-        check_device("ViT", "images", images, self.head.weight.device)
+        check_device("ViT", "images", images, self.device)
         return images

@@ -4,7 +4,8 @@ When NumPy broadcasts an input of shape (3, 1) against (3, 4), each input elemen
 used 4 times, so its gradient is the sum of the 4 output gradients: ``unbroadcast``
 sums the upstream gradient back down to the input's shape.
 """
-from ..autograd import Function
+from .. import backend
+from ..autograd import Function, Tensor
 
 
 def unbroadcast(grad, shape):
@@ -29,6 +30,11 @@ class Add(Function):
         return unbroadcast(grad, self.shapes[0]), unbroadcast(grad, self.shapes[1])
 
 
+def add(a, b):
+    """a + b, broadcast."""
+    return Add.apply(a, b)
+
+
 class Sub(Function):
     """a - b, broadcast. d/da = 1, d/db = -1."""
     saves_values = False
@@ -41,6 +47,11 @@ class Sub(Function):
         return unbroadcast(grad, self.shapes[0]), unbroadcast(-grad, self.shapes[1])
 
 
+def sub(a, b):
+    """a - b, broadcast."""
+    return Sub.apply(a, b)
+
+
 class Mul(Function):
     """a * b, broadcast. d/da = b, d/db = a."""
     def forward(self, a, b):
@@ -51,6 +62,11 @@ class Mul(Function):
         needs_a, needs_b = self.needs_input_grad  # e.g. x * 0.5 needs no grad for 0.5
         return (unbroadcast(grad * self.b, self.a.shape) if needs_a else None,
                 unbroadcast(grad * self.a, self.b.shape) if needs_b else None)
+
+
+def mul(a, b):
+    """a * b, broadcast."""
+    return Mul.apply(a, b)
 
 
 class Div(Function):
@@ -66,6 +82,11 @@ class Div(Function):
                 unbroadcast(-ga * self.a / self.b, self.b.shape) if needs_b else None)
 
 
+def div(a, b):
+    """a / b, broadcast."""
+    return Div.apply(a, b)
+
+
 class Neg(Function):
     """-a. d/da = -1."""
     saves_values = False
@@ -75,6 +96,11 @@ class Neg(Function):
 
     def backward(self, grad):
         return -grad
+
+
+def neg(a):
+    """-a."""
+    return Neg.apply(a)
 
 
 class Pow(Function):
@@ -98,6 +124,11 @@ class Pow(Function):
         return ga, gb
 
 
+def pow(a, b):
+    """a ** b, broadcast."""
+    return Pow.apply(a, b)
+
+
 class Exp(Function):
     """exp(a). d/da = exp(a), reusing the output."""
     def forward(self, a):
@@ -106,6 +137,11 @@ class Exp(Function):
 
     def backward(self, grad):
         return grad * self.out
+
+
+def exp(a):
+    """e ** a, elementwise."""
+    return Exp.apply(a)
 
 
 class Log(Function):
@@ -118,6 +154,11 @@ class Log(Function):
         return grad / self.a
 
 
+def log(a):
+    """Natural logarithm, elementwise."""
+    return Log.apply(a)
+
+
 class Sqrt(Function):
     """sqrt(a). d/da = 1 / (2 sqrt(a)), reusing the output."""
     def forward(self, a):
@@ -128,6 +169,11 @@ class Sqrt(Function):
         return grad / (2 * self.out)
 
 
+def sqrt(a):
+    """Square root, elementwise."""
+    return Sqrt.apply(a)
+
+
 class Tanh(Function):
     """tanh(a). d/da = 1 - tanh(a)^2, reusing the output."""
     def forward(self, a):
@@ -136,6 +182,11 @@ class Tanh(Function):
 
     def backward(self, grad):
         return grad * (1 - self.out * self.out)
+
+
+def tanh(a):
+    """Hyperbolic tangent, elementwise."""
+    return Tanh.apply(a)
 
 
 class Maximum(Function):
@@ -152,6 +203,11 @@ class Maximum(Function):
                 unbroadcast(grad * (1 - a_wins), self.b.shape))
 
 
+def maximum(a, b):
+    """The larger of a and b, elementwise and broadcast."""
+    return Maximum.apply(a, b)
+
+
 class ReLU(Function):
     """max(a, 0); any shape. d/da = 1 where a > 0, else 0 (0 at the kink, like PyTorch)."""
     def forward(self, a):
@@ -160,6 +216,11 @@ class ReLU(Function):
 
     def backward(self, grad):
         return grad * self.positive
+
+
+def relu(a):
+    """max(a, 0), with gradient 0 at 0 (PyTorch's); ``functional.relu`` is this one."""
+    return ReLU.apply(a)
 
 
 class Where(Function):
@@ -176,3 +237,26 @@ class Where(Function):
         xp = self.xp
         return (unbroadcast(xp.where(self.condition, grad, zero), self.shapes[0]),
                 unbroadcast(xp.where(self.condition, zero, grad), self.shapes[1]))
+
+
+def where(condition, a, b):
+    """Elementwise ``a`` where ``condition`` (a boolean array or tensor) holds, else ``b``."""
+    return _where("where", "condition", condition, a, b)
+
+
+def masked_fill(a, mask, value):
+    """``a`` with ``value`` wherever the boolean ``mask`` is True (mask broadcasts to ``a``)."""
+    return _where("masked_fill", "mask", mask, value, a)
+
+
+def _where(op_name, name, condition, a, b):
+    condition = condition.data if isinstance(condition, Tensor) else condition
+    if not backend.is_array(condition) or condition.dtype != bool:
+        raise TypeError(f"{op_name}: {name} must be a boolean array, got "
+                        f"{getattr(condition, 'dtype', type(condition).__name__)}")
+    device = next((t.device for t in (a, b) if isinstance(t, Tensor)), None)
+    if device is not None and backend.device_of(condition) != device:
+        raise backend.DeviceError(
+            f"{op_name}: {name} is on {backend.device_of(condition)!r} but the tensor is on "
+            f"{device!r}; move it with mt.tensor({name}, device={device!r})")
+    return Where.apply(a, b, condition=condition)

@@ -25,6 +25,11 @@ class MatMul(Function):
         return ga, gb
 
 
+def matmul(a, b):
+    """a @ b, batched and broadcast like ``numpy.matmul``."""
+    return MatMul.apply(a, b)
+
+
 def _check_shapes(a, b):
     """NumPy's matmul rules, with both operand shapes in the message."""
     if not a or not b:

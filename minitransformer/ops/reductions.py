@@ -28,6 +28,11 @@ class Sum(Function):
         return self.xp.broadcast_to(grad, self.shape)
 
 
+def sum(a, axis=None, keepdims=False):
+    """The sum over ``axis`` (an int, a tuple, or None for all axes)."""
+    return Sum.apply(a, axis=axis, keepdims=keepdims)
+
+
 class Mean(Function):
     """mean over ``axis``. d/da = 1/n broadcast over the averaged axes (n elements each)."""
     saves_values = False
@@ -43,6 +48,11 @@ class Mean(Function):
     def backward(self, grad):
         grad = grad if self.keepdims else _expand(grad, self.axes)
         return self.xp.broadcast_to(grad / self.count, self.shape)
+
+
+def mean(a, axis=None, keepdims=False):
+    """The mean over ``axis`` (an int, a tuple, or None for all axes)."""
+    return Mean.apply(a, axis=axis, keepdims=keepdims)
 
 
 class Max(Function):
@@ -61,3 +71,8 @@ class Max(Function):
         winners = (self.a == self.out) | (xp.isnan(self.a) & xp.isnan(self.out))
         winners = winners.astype(grad.dtype)
         return grad * winners / winners.sum(axis=self.axes, keepdims=True)
+
+
+def max(a, axis=None, keepdims=False):
+    """The maximum over ``axis`` (an int, a tuple, or None for all axes)."""
+    return Max.apply(a, axis=axis, keepdims=keepdims)

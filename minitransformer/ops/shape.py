@@ -1,8 +1,8 @@
 """Ops that move elements around without changing them: reshape, transpose,
-indexing and concatenation. Each backward puts the gradient back where the element
-came from."""
-from .. import backend
-from ..autograd import Function
+indexing, concatenation and the copy to another device. Each backward puts the
+gradient back where the element came from."""
+from .. import arguments, backend
+from ..autograd import Function, Tensor
 
 
 class Reshape(Function):
@@ -15,6 +15,12 @@ class Reshape(Function):
 
     def backward(self, grad):
         return grad.reshape(self.shape)
+
+
+def reshape(a, *shape):
+    """``a`` with a new shape of the same size, given as ints or one tuple (-1 infers one)."""
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return Reshape.apply(a, shape=tuple(shape))
 
 
 class Transpose(Function):
@@ -34,6 +40,22 @@ class Transpose(Function):
         for i, ax in enumerate(self.axes):
             inverse[ax] = i
         return grad.transpose(inverse)
+
+
+def transpose(a, *axes):
+    """Permute axes (reverse them when none are given), like ``ndarray.transpose``."""
+    axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+    if axes:
+        axes = tuple(arguments.single_axis("transpose", ax, a.ndim) for ax in axes)
+    return Transpose.apply(a, axes=axes or None)
+
+
+def swapaxes(a, axis1, axis2):
+    """``a`` with ``axis1`` and ``axis2`` exchanged."""
+    axis1, axis2 = (arguments.single_axis("swapaxes", ax, a.ndim) for ax in (axis1, axis2))
+    axes = list(range(a.ndim))
+    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
+    return Transpose.apply(a, axes=tuple(axes))
 
 
 def check_index_bounds(shape, index):
@@ -74,6 +96,16 @@ class GetItem(Function):
         return full
 
 
+def getitem(a, index):
+    """``a[index]``; integer index arrays may be Tensors, and are range-checked."""
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    check_index_bounds(a.shape, index)
+    return GetItem.apply(a, index=index)
+
+
 class Concatenate(Function):
     """concatenate inputs along ``axis``. Each input gets its slice of the gradient."""
     saves_values = False
@@ -90,6 +122,13 @@ class Concatenate(Function):
         return tuple(self.xp.split(grad, bounds[1:-1], axis=self.axis))
 
 
+def concatenate(tensors, axis=0):
+    """The tensors joined along an existing ``axis``."""
+    tensors = list(tensors)
+    ndim = tensors[0].ndim if tensors else 0
+    return Concatenate.apply(*tensors, axis=arguments.single_axis("concatenate", axis, ndim))
+
+
 class Stack(Function):
     """stack inputs along a new ``axis``. Each input gets its slice of the gradient."""
     saves_values = False
@@ -101,3 +140,28 @@ class Stack(Function):
     def backward(self, grad):
         n = grad.shape[self.axis]
         return tuple(self.xp.take(grad, i, axis=self.axis) for i in range(n))
+
+
+def stack(tensors, axis=0):
+    """The tensors (all of one shape) joined along a new ``axis``."""
+    tensors = list(tensors)
+    ndim = tensors[0].ndim + 1 if tensors else 1
+    return Stack.apply(*tensors, axis=arguments.single_axis("stack", axis, ndim))
+
+
+class ToDevice(Function):
+    """Copy to another device. The gradient is copied back."""
+    saves_values = False
+
+    def forward(self, a, device):
+        self.source = backend.device_of(a)
+        return backend.to_device(a, device)
+
+    def backward(self, grad):
+        return backend.to_device(grad, self.source)
+
+
+def to(a, device):
+    """This tensor on ``device`` (``"cpu"`` or ``"gpu"``); differentiable."""
+    device = backend.check_device(device)
+    return a if a.device == device else ToDevice.apply(a, device=device)

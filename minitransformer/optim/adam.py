@@ -23,6 +23,15 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
+    def _checked_option(self, option, value):
+        if option != "betas":
+            return super()._checked_option(option, value)
+        betas = tuple(float(b) for b in value)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"{type(self).__name__}: betas must be two numbers in [0, 1), "
+                             f"got {value!r}")
+        return betas
+
     def _update(self, param, state, group):
         grad = param.grad
         if group["weight_decay"]:

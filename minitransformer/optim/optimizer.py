@@ -16,21 +16,20 @@ model stays float32, and no new parameter arrays are allocated per step.
 """
 import math
 
-from .. import backend
+from .. import arguments, backend
 from ..autograd import Tensor
 
 
 class Optimizer:
-    """Base class. Subclasses pass their default options to ``__init__`` and define
+    """Base class. Subclasses pass their options with their defaults to ``__init__``
+    (every option a group may set; the base knows none but ``lr``), may extend
+    ``_checked_option`` for options that are not numbers >= 0, and define
     ``_update(param, state, group)``, which changes ``param.data`` in place from
     ``param.grad``; ``state`` is the parameter's own dict (empty before its first update)."""
 
     def __init__(self, params, **defaults):
-        name = type(self).__name__
-        for option, value in defaults.items():
-            defaults[option] = _checked_option(name, option, value)
-        self.defaults = defaults
-        self.param_groups = _make_param_groups(name, params, defaults)
+        self.defaults = {k: self._checked_option(k, v) for k, v in defaults.items()}
+        self.param_groups = _make_param_groups(self, params)
         self.state = {}  # id(param) -> dict; the groups keep every param (and so its id) alive
 
     def params(self):
@@ -45,7 +44,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        value = _checked_option(type(self).__name__, "lr", value)
+        value = self._checked_option("lr", value)
         for group in self.param_groups:
             group["lr"] = value
 
@@ -64,6 +63,11 @@ class Optimizer:
 
     def _update(self, param, state, group):
         raise NotImplementedError
+
+    def _checked_option(self, option, value):
+        """One option, validated: a finite number >= 0 (``lr``, ``eps``, ``momentum``,
+        ...), made a Python float so that a NumPy float64 never upcasts float32 updates."""
+        return arguments.non_negative_number(type(self).__name__, option, value)
 
     # ---- saving and loading ----------------------------------------------------
     def state_dict(self):
@@ -99,7 +103,7 @@ class Optimizer:
             raise ValueError(f"{name}.load_state_dict: the saved state has option(s) "
                              f"{unknown}, which {name} does not have; was it saved from "
                              "another kind of optimizer?")
-        options = [{k: _checked_option(name, k, v) for k, v in g.items() if k != "params"}
+        options = [{k: self._checked_option(k, v) for k, v in g.items() if k != "params"}
                    for g in saved_groups]
         params = self.params()
         new_state = {}
@@ -122,23 +126,8 @@ def _to_param(name, key, index, value, param):
     return backend.to_device(value, param.device).astype(param.dtype, copy=True)
 
 
-def _checked_option(name, option, value):
-    """Validate one hyperparameter; numbers become Python floats, so that a NumPy
-    float64 option never upcasts float32 updates."""
-    if option == "betas":
-        betas = tuple(float(b) for b in value)
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"{name}: betas must be two numbers in [0, 1), got {value!r}")
-        return betas
-    if option not in ("lr", "weight_decay", "momentum", "eps"):
-        raise ValueError(f"{name}: unknown option {option!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"{name}: {option} must be a finite number >= 0, got {value}")
-    return value
-
-
-def _make_param_groups(name, params, defaults):
+def _make_param_groups(optimizer, params):
+    name, defaults = type(optimizer).__name__, optimizer.defaults
     if isinstance(params, Tensor) or hasattr(params, "named_parameters"):
         raise TypeError(f"{name}: params must be a list of Parameters or of param-group "
                         f"dicts, got a {type(params).__name__}; did you mean "
@@ -166,7 +155,7 @@ def _make_param_groups(name, params, defaults):
                 raise ValueError(f"{name}: param group {g} item {k} (shape {p.shape}) "
                                  "appears more than once")
             seen.add(id(p))
-        options = {option: _checked_option(name, option, raw[option])
+        options = {option: optimizer._checked_option(option, raw[option])
                    for option in raw if option != "params"}
         groups.append({**defaults, **options, "params": group_params})
     return groups

@@ -9,7 +9,8 @@ and give the result to ``fit(schedule=...)``, or apply it by hand before each up
     optimizer.lr = schedule(step)
 """
 import math
-import numbers
+
+from .. import arguments
 
 
 def noam(step, d_model, warmup, factor=1.0):
@@ -20,9 +21,9 @@ def noam(step, d_model, warmup, factor=1.0):
     at step ``warmup``, then decays as ``1 / sqrt(step)``. The value is the learning rate
     itself (the paper pairs it with Adam, betas=(0.9, 0.98), eps=1e-9).
     """
-    _check_count("noam", "step", step)
-    _check_count("noam", "d_model", d_model, lowest=1)
-    _check_count("noam", "warmup", warmup, lowest=1)
+    arguments.integer("noam", "step", step, low=0)
+    arguments.integer("noam", "d_model", d_model, low=1)
+    arguments.integer("noam", "warmup", warmup, low=1)
     step = max(step, 1)
     return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
 
@@ -30,11 +31,10 @@ def noam(step, d_model, warmup, factor=1.0):
 def warmup_cosine(step, max_lr, warmup, total, min_lr=0.0):
     """Linear warmup from 0 to ``max_lr`` over ``warmup`` steps, then half a cosine down
     to ``min_lr`` at step ``total``, and ``min_lr`` after that (nanoGPT's schedule)."""
-    _check_count("warmup_cosine", "step", step)
-    _check_count("warmup_cosine", "warmup", warmup)
-    if not (isinstance(total, numbers.Integral) and total > warmup):
-        raise ValueError(f"warmup_cosine: total must be an integer greater than "
-                         f"warmup={warmup}, got {total!r}")
+    arguments.integer("warmup_cosine", "step", step, low=0)
+    arguments.integer("warmup_cosine", "warmup", warmup, low=0)
+    arguments.integer("warmup_cosine", "total", total, low=warmup + 1,
+                      expected=f"an integer greater than warmup={warmup}")
     step = max(step, 1)
     if step < warmup:
         return max_lr * step / warmup
@@ -44,11 +44,7 @@ def warmup_cosine(step, max_lr, warmup, total, min_lr=0.0):
 
 def warmup_constant(step, lr, warmup):
     """Linear warmup from 0 to ``lr`` over ``warmup`` steps, then constant ``lr``."""
-    _check_count("warmup_constant", "step", step)
-    _check_count("warmup_constant", "warmup", warmup)
+    arguments.integer("warmup_constant", "step", step, low=0)
+    arguments.integer("warmup_constant", "warmup", warmup, low=0)
     return lr * min(1.0, max(step, 1) / warmup) if warmup else lr
 
-
-def _check_count(name, what, value, lowest=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
-        raise ValueError(f"{name}: {what} must be an integer >= {lowest}, got {value!r}")

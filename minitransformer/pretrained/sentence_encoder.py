@@ -23,7 +23,7 @@ from ..ops import maximum
 from .safetensors import read_safetensors
 from .wordpiece import WordPieceTokenizer
 
-# Our parameter name -> Hugging Face BertModel's (EncoderClassifier's docstring has both).
+# The one map of EncoderClassifier's parameter names onto Hugging Face BertModel's.
 _EMBEDDING_NAMES = {
     "token_embedding.weight": "embeddings.word_embeddings.weight",
     "position_embedding.weight": "embeddings.position_embeddings.weight",
@@ -161,7 +161,7 @@ class SentenceEncoder:
 
     def _embed(self, ids, attention_mask):
         """Host ids and mask (B, L) -> mean-pooled embeddings (B, D) on the model's device."""
-        device = self.model.pooler.weight.device
+        device = self.model.device
         ids, attention_mask = (backend.to_device(a, device) for a in (ids, attention_mask))
         hidden = self.model.encode(ids, attention_mask=attention_mask)
         return mean_pool(hidden, attention_mask)
