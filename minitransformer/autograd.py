@@ -335,13 +335,11 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
 
 
 def as_array(value, device=None):
-    """``value`` -- a Tensor (its data), an array, a nested list -- as a backend array on
-    ``device``; None leaves an array where it is and puts a list on the current backend.
-    The one way the package turns a value into an array (no copy when it already is one)."""
+    """``value`` (a Tensor, an array, a nested list) as an array on ``device``, or where it
+    is (a list: the current backend): the package's one way to make an array of a value."""
     data = value.data if isinstance(value, Tensor) else value
-    if device is None:
-        device = backend.device_of(data) if backend.is_array(data) else None
-    return backend.to_device(data, device)
+    stays = device is None and backend.is_array(data)
+    return backend.to_device(data, backend.device_of(data) if stays else device)
 
 
 def _host_array(data, dtype):
