@@ -119,6 +119,10 @@ NEWER_MUTANTS = [
     Mutant("minitransformer/generate.py", "before = xp.cumsum(ranked, axis=-1) - ranked",
            "before = xp.cumsum(ranked, axis=-1)",
            "top-p drops the token that crosses the threshold", [T_GEN]),
+    Mutant("minitransformer/generate.py", "best = xp.argsort(-candidates, axis=-1)[:, :K]",
+           "best = xp.argsort(-candidates / length_penalty(xp.repeat(lengths + ~done, vocab)"
+           ".reshape(batch, -1), alpha), axis=-1)[:, :K]",
+           "beam search prunes by normalised scores, not the documented sums", [T_GEN]),
     Mutant(F + "losses.py", "temperature ** 2 * self.kl_rows.sum()",
            "temperature * self.kl_rows.sum()", "distillation: T instead of T^2", [T_F]),
     Mutant(F + "losses.py",

@@ -131,8 +131,8 @@ def check_attention_arguments(name, q, k, v, mask, bias, dropout_p):
 
 
 def check_bias(name, bias, q, scores, scores_name):
-    """``bias`` (None, an array or a Tensor) as a float Tensor on q's device that
-    broadcasts to the shape ``scores``."""
+    """``bias`` (None, an array, a Tensor) as a float Tensor on q's device, broadcastable
+    to ``scores``; the one check of a bias (``MultiHeadAttention`` calls it too)."""
     if bias is not None:
         if not isinstance(bias, Tensor):
             bias = Tensor(as_array(bias, q.device))
@@ -147,8 +147,7 @@ def check_bias(name, bias, q, scores, scores_name):
 
 
 def group_heads(q, k, v, mask, bias):
-    """``(q, k, v, mask, bias, groups)``: with grouped-query heads (``groups`` > 1) the
-    head axis split as ``_group_heads`` does, else the arguments as they are."""
+    """``(q, k, v, mask, bias, groups)``, the head axes split by ``_group_heads`` for GQA."""
     groups = _kv_groups("attention", q, k, v)
     if groups > 1:
         q, k, v = _group_heads(q, groups), _group_heads(k, 1), _group_heads(v, 1)
