@@ -1,13 +1,12 @@
 """Reverse-mode automatic differentiation: ``Tensor``, ``Function`` and ``backward``.
 
 A ``Tensor`` wraps a backend array (``.data``). Every differentiable operation is a
-``Function`` subclass with a ``forward`` on arrays and a ``backward`` that maps the
-gradients of its outputs (usually one) to gradients of its inputs. Calling
-``Function.apply`` runs the forward pass and, when some input requires a gradient,
-records the function as each output's ``_ctx``: the graph is the chain of
-``_ctx.inputs`` links. ``Tensor.backward`` runs each function's backward once, after
-all of its outputs' gradients are in (reverse topological order, found with an explicit
-stack: no recursion, so a 10,000-op chain is fine), and frees the graph as it goes.
+``Function`` subclass: ``forward`` on arrays, ``backward`` from the gradients of its
+outputs (usually one) to those of its inputs. ``Function.apply`` runs the forward pass
+and, when some input requires a gradient, records the function as each output's
+``_ctx``: the graph is the chain of ``_ctx.inputs`` links. ``Tensor.backward`` runs each
+function's backward once all of its outputs' gradients are in (reverse topological
+order, found with an explicit stack: a 10,000-op chain is fine), freeing as it goes.
 
 A function holds its inputs but only weak references to its outputs: the graph has no
 reference cycles, and reference counting frees it as soon as its last tensor goes away.

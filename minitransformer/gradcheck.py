@@ -54,10 +54,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, directions=Non
     return True
 
 
-def _partial_derivative(x, flat_index, objective, eps):
-    """d objective / d x[flat_index] (a C-order flat index), by central differences on
-    that one element of x.data, written in place whatever its memory layout."""
-    index = tuple(int(j) for j in backend.host.unravel_index(flat_index, x.shape))
+def _partial_derivative(x, index, objective, eps):
+    """d objective / d x[index], by central differences on that one element of x.data,
+    written in place whatever its memory layout."""
     data = x.data
     original = data[index].item()
     data[index] = original + eps
@@ -83,8 +82,8 @@ def _directional_derivative(x, direction, objective, eps):
 
 def _check_elementwise(i, x, analytic, objective, eps, atol, rtol):
     analytic = backend.to_numpy(analytic).reshape(-1)
-    numeric = backend.host.array(
-        [_partial_derivative(x, k, objective, eps) for k in range(x.size)])
+    numeric = backend.host.array([_partial_derivative(x, index, objective, eps)
+                                  for index in backend.host.ndindex(x.shape)])
     error = abs(analytic - numeric) - (atol + rtol * abs(numeric))
     error[~backend.host.isfinite(error)] = backend.host.inf  # NaN compares False: count it
     if x.size and error.max() > 0:

@@ -34,10 +34,9 @@ def sum(a, axis=None, keepdims=False):
     return Sum.apply(a, axis=axis, keepdims=keepdims)
 
 
-class Mean(Function):
-    """mean over ``axis``. d/da = 1/n broadcast over the averaged axes (n elements each)."""
-    saves_values = False
-
+class Mean(Sum):
+    """mean over ``axis``. d/da = 1/n broadcast over the averaged axes (n elements each):
+    the sum's gradient, divided by n."""
     def forward(self, a, axis=None, keepdims=False):
         self.shape = a.shape
         self.axes, self.kept_shape = _reduced_axes("mean", a, axis)
@@ -45,7 +44,7 @@ class Mean(Function):
         return a.mean(axis=self.axes, keepdims=keepdims)
 
     def backward(self, grad):
-        return self.xp.broadcast_to(grad.reshape(self.kept_shape) / self.count, self.shape)
+        return super().backward(grad / self.count)
 
 
 def mean(a, axis=None, keepdims=False):
