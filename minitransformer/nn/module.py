@@ -93,8 +93,14 @@ class Module:
     def device(self):
         """Where the module's first parameter (or buffer) lives, "cpu" or "gpu"; None for
         a module without any (Dropout): it has no device and runs wherever its input is."""
+        if "device" in vars(self):  # a subclass's own attribute (PyTorch code often sets one)
+            return vars(self)["device"]
         first = next(self._tensors(), None)
         return None if first is None else first.device
+
+    @device.setter
+    def device(self, value):
+        vars(self)["device"] = value
 
     def to(self, device=None, dtype=None):
         """Move every parameter and buffer, in place, to ``device`` ("cpu" or "gpu")
