@@ -78,8 +78,8 @@ NEWER_MUTANTS = [
            "gb = unbroadcast(gs * self.scale, self.bias_shape) if needs_bias",
            "attention backward: the bias gradient scaled", [T_COMP, T_ATT]),
     Mutant(F + "attention.py",
-           "gs += grad_probs - (grad_probs * probs).sum(axis=-1, keepdims=True)",
-           "gs += grad_probs", "attention backward: the weights' gradient skips the softmax "
+           "row_dot = row_dot + (grad_probs * probs).sum(axis=-1, keepdims=True)",
+           "row_dot = row_dot", "attention backward: the weights' gradient skips the softmax "
            "row sum", [T_ATT]),
     Mutant("minitransformer/autograd.py", "if all(g is None for g in output_grads):",
            "if any(g is None for g in output_grads):",
@@ -119,6 +119,10 @@ NEWER_MUTANTS = [
     Mutant("minitransformer/generate.py", "before = xp.cumsum(ranked, axis=-1) - ranked",
            "before = xp.cumsum(ranked, axis=-1)",
            "top-p drops the token that crosses the threshold", [T_GEN]),
+    Mutant("minitransformer/generate.py", "best = xp.argsort(-candidates, axis=-1)[:, :K]",
+           "best = xp.argsort(-candidates / length_penalty(xp.repeat(lengths + ~done, vocab)"
+           ".reshape(batch, -1), alpha), axis=-1)[:, :K]",
+           "beam search prunes by normalised scores, not the documented sums", [T_GEN]),
     Mutant(F + "losses.py", "temperature ** 2 * self.kl_rows.sum()",
            "temperature * self.kl_rows.sum()", "distillation: T instead of T^2", [T_F]),
     Mutant(F + "losses.py",

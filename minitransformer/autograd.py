@@ -1,17 +1,15 @@
 """Reverse-mode automatic differentiation: ``Tensor``, ``Function`` and ``backward``.
 
 A ``Tensor`` wraps a backend array (``.data``). Every differentiable operation is a
-``Function`` subclass with a ``forward`` on arrays and a ``backward`` that maps the
-gradients of its outputs (usually one) to gradients of its inputs. Calling
-``Function.apply`` runs the forward pass and, when some input requires a gradient,
-records the function as each output's ``_ctx``: the graph is the chain of
-``_ctx.inputs`` links. ``Tensor.backward`` runs each function's backward once, after
-all of its outputs' gradients are in (reverse topological order, found with an explicit
-stack: no recursion, so a 10,000-op chain is fine), and frees the graph as it goes.
+``Function`` subclass: ``forward`` on arrays, ``backward`` from the gradients of its
+outputs (usually one) to those of its inputs. ``Function.apply`` runs the forward pass
+and, when some input requires a gradient, records the function as each output's
+``_ctx``: the graph is the chain of ``_ctx.inputs`` links. ``Tensor.backward`` runs each
+function's backward once all of its outputs' gradients are in (reverse topological
+order, found with an explicit stack: a 10,000-op chain is fine), freeing as it goes.
 
-A function holds its inputs but only weak references to its outputs, so the graph has
-no reference cycles and is freed by reference counting as soon as the last tensor of it
-goes away.
+A function holds its inputs but only weak references to its outputs: the graph has no
+reference cycles, and reference counting frees it as soon as its last tensor goes away.
 
 Changing an array in place between the forward pass and ``backward`` would silently
 give wrong gradients, so ``backward`` refuses when a function's inputs or output changed
@@ -78,31 +76,17 @@ class Tensor:
             self._version += 1
         self._data = array
 
-    # ---- array facts -------------------------------------------------------------
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    @property
-    def ndim(self):
-        return self.data.ndim
-
-    @property
-    def size(self):
-        return self.data.size
+    # ---- array facts: those of the data ---------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    device = property(lambda self: backend.device_of(self.data), doc='"cpu" or "gpu"')
 
     @property
     def xp(self):
         """The array module (numpy or cupy) that owns this tensor's data."""
         return backend.get_array_module(self.data)
-
-    @property
-    def device(self):
-        return backend.device_of(self.data)
 
     def __len__(self):
         if self.ndim == 0:
@@ -225,14 +209,12 @@ class Function:
 
     Subclasses implement ``forward(self, *arrays, **options)``, returning an array or a
     tuple of arrays (then ``apply`` returns a tuple of Tensors), and
-    ``backward(self, *grads)``, which receives one gradient per output and returns one
-    gradient per input (a tuple when there are several; ``None`` for inputs that need
-    none). An output that received no gradient (unused, or detached) gets ``None``, so
-    that the op can skip its part of the work instead of multiplying by zeros, as in
-    Chainer. State that backward needs is saved on ``self``;
-    ``self.xp`` is the array module (numpy or cupy) of the inputs. An op whose backward
-    needs only shapes sets ``saves_values = False``: changing its inputs in place
-    afterwards is then harmless, and not checked.
+    ``backward(self, *grads)``: one gradient per output in (``None`` for an output that
+    got none, so the op can skip that work, as in Chainer), one per input out (a tuple
+    if several; ``None`` for inputs that need none). State that backward needs is saved
+    on ``self``; ``self.xp`` is the array module (numpy or cupy) of the inputs. An op
+    whose backward needs only shapes sets ``saves_values = False``: changing its inputs
+    in place afterwards is then harmless, and not checked.
     """
 
     inputs = outputs = versions = checksums = ()
@@ -353,13 +335,11 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
 
 
 def as_array(value, device=None):
-    """``value`` -- a Tensor (its data), an array, a nested list -- as a backend array on
-    ``device``; None leaves an array where it is and puts a list on the current backend.
-    The one way the package turns a value into an array (no copy when it already is one)."""
+    """``value`` (a Tensor, an array, a nested list) as an array on ``device``, or where it
+    is (a list: the current backend): the package's one way to make an array of a value."""
     data = value.data if isinstance(value, Tensor) else value
-    if device is None:
-        device = backend.device_of(data) if backend.is_array(data) else None
-    return backend.to_device(data, device)
+    stays = device is None and backend.is_array(data)
+    return backend.to_device(data, backend.device_of(data) if stays else device)
 
 
 def _host_array(data, dtype):

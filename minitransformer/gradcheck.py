@@ -54,33 +54,36 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, directions=Non
     return True
 
 
-def _central_difference(x, flat_index_or_direction, objective, eps):
-    """d objective / dx along one element (a C-order flat index) or one direction (an
-    array of x.size), perturbing x.data in place whatever its memory layout."""
-    data, step = x.data, flat_index_or_direction
-    if isinstance(step, int):
-        index = tuple(int(j) for j in backend.host.unravel_index(step, x.shape))
-        original = data[index].item()
-        data[index] = original + eps
-        plus = objective()
-        data[index] = original - eps
-        minus = objective()
-        data[index] = original
-    else:
-        step = step.reshape(x.shape)
-        original = data.copy()
-        data += eps * step
-        plus = objective()
-        data[...] = original - eps * step
-        minus = objective()
-        data[...] = original
+def _partial_derivative(x, index, objective, eps):
+    """d objective / d x[index], by central differences on that one element of x.data,
+    written in place whatever its memory layout."""
+    data = x.data
+    original = data[index].item()
+    data[index] = original + eps
+    plus = objective()
+    data[index] = original - eps
+    minus = objective()
+    data[index] = original
+    return (plus - minus) / (2 * eps)
+
+
+def _directional_derivative(x, direction, objective, eps):
+    """d objective / dx along ``direction`` (an array of x.size), by central differences,
+    moving all of x.data in place at once."""
+    step, data = direction.reshape(x.shape), x.data
+    original = data.copy()
+    data += eps * step
+    plus = objective()
+    data[...] = original - eps * step
+    minus = objective()
+    data[...] = original
     return (plus - minus) / (2 * eps)
 
 
 def _check_elementwise(i, x, analytic, objective, eps, atol, rtol):
     analytic = backend.to_numpy(analytic).reshape(-1)
-    numeric = backend.host.array(
-        [_central_difference(x, k, objective, eps) for k in range(x.size)])
+    numeric = backend.host.array([_partial_derivative(x, index, objective, eps)
+                                  for index in backend.host.ndindex(x.shape)])
     error = abs(analytic - numeric) - (atol + rtol * abs(numeric))
     error[~backend.host.isfinite(error)] = backend.host.inf  # NaN compares False: count it
     if x.size and error.max() > 0:
@@ -98,7 +101,7 @@ def _check_directions(i, x, analytic, objective, eps, atol, rtol, rng, direction
         direction = rng.standard_normal(x.size)
         direction /= backend.host.linalg.norm(direction) or 1.0
         step = xp.asarray(direction)
-        numeric = _central_difference(x, step, objective, eps)
+        numeric = _directional_derivative(x, step, objective, eps)
         predicted = float((analytic.reshape(-1) * step).sum())
         if not abs(predicted - numeric) <= atol + rtol * abs(numeric):  # NaN fails too
             raise GradcheckError(

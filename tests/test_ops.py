@@ -122,6 +122,33 @@ def test_reshape_and_transpose(a, data):
     assert mt.gradcheck(lambda t: t.swapaxes(0, -1), [x])
 
 
+@given(a=arrays(hnp.array_shapes(min_dims=1, max_dims=4, max_side=4)), data=st.data())
+def test_permute_as_in_pytorch(a, data):
+    """``x.permute(*dims)`` (PyTorch's name, for ported code) is ``transpose``: dims as
+    separate ints or one tuple, negative ones counted from the end."""
+    perm = data.draw(st.permutations(range(a.ndim)))
+    x = leaf(a)
+    np.testing.assert_array_equal(x.permute(*perm).numpy(), a.transpose(perm))
+    np.testing.assert_array_equal(x.permute([p - a.ndim for p in perm]).numpy(),
+                                  a.transpose(perm))
+    assert mt.gradcheck(lambda t: t.permute(*perm), [x])
+    if a.ndim > 1:
+        with pytest.raises(ValueError, match="not a permutation"):
+            x.permute(*([0] * a.ndim))
+    with pytest.raises(ValueError, match=f"axis {a.ndim}"):
+        x.permute(*range(1, a.ndim + 1))
+
+
+def test_requires_grad_switches_gradients_on_and_off():
+    x = mt.tensor([1.0, -2.0], dtype=np.float64)
+    assert x.requires_grad_() is x and x.requires_grad
+    (x * 3).sum().backward()
+    np.testing.assert_array_equal(host(x.grad), [3.0, 3.0])
+    x.requires_grad_(False)  # frozen, as when fine-tuning only some layers
+    y = x * 3
+    assert not y.requires_grad and y._ctx is None
+
+
 @given(a=arrays(hnp.array_shapes(min_dims=2, max_dims=3, max_side=4)), data=st.data())
 def test_getitem_fancy_index_accumulates(a, data):
     rows = np.array(data.draw(st.lists(st.integers(0, a.shape[0] - 1), min_size=1,

@@ -9,16 +9,17 @@ Forward passes work in place on the fresh arrays they create, to keep temporarie
 Shapes follow the house conventions: batch first, features last, attention scores
 ``(..., Lq, Lk)``; a boolean mask is True where a query may attend to a key.
 
-Read the modules in this order: ``activations`` (softmax, log_softmax, relu, silu, gelu
-with its erf, dropout), ``layers`` (linear, embedding, layer_norm), ``norms``
-(rms_norm), ``positions`` (rotary_embedding), ``attention``
-(scaled_dot_product_attention), ``blockwise_attention`` (the same in O(L) memory),
-``losses`` (cross_entropy, distillation_loss); ``common`` holds their small shared
-helpers.
+Read the modules in this order: ``erf`` (the error function, which gelu needs),
+``activations`` (softmax, log_softmax, relu, silu, gelu, dropout), ``layers`` (linear,
+embedding, layer_norm), ``norms`` (rms_norm), ``positions`` (rotary_embedding),
+``attention`` (scaled_dot_product_attention), ``blockwise_attention`` (the same in O(L)
+memory), ``losses`` (cross_entropy, distillation_loss); ``common`` holds their small
+shared helpers.
 """
-from .activations import dropout, erf, gelu, log_softmax, relu, silu, softmax
+from .activations import dropout, gelu, log_softmax, relu, silu, softmax
 from .attention import scaled_dot_product_attention
 from .blockwise_attention import blockwise_attention
+from .erf import erf
 from .layers import embedding, layer_norm, linear
 from .losses import cross_entropy, distillation_loss
 from .norms import rms_norm

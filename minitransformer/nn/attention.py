@@ -42,7 +42,7 @@ class AttentionCache:
         if self.keys is None:
             self.keys, self.values = keys, values
         else:
-            self.keys = concatenate([self.keys, keys], axis=2)
+            self.keys = concatenate([self.keys, keys], axis=2)  # (B, H_kv, L_old + L_new, D/H)
             self.values = concatenate([self.values, values], axis=2)
         return self.keys, self.values
 
@@ -96,7 +96,7 @@ class MultiHeadAttention(Module):
     ``cache``: an ``AttentionCache``. Self-attention appends this call's keys and values
     to it and attends over all of them; a static (cross-attention) cache computes them
     from ``key``/``value`` once and then ignores those arguments.
-    ``dropout`` is applied to the attention weights while training.
+    ``dropout`` (held as ``dropout_p``) acts on the attention weights while training.
     ``causal``: a query also sees only the keys up to its own position (queries aligned
     to the end of the keys, so a cache needs nothing more); blockwise attention then
     skips the tiles above the diagonal rather than masking them.
@@ -150,16 +150,16 @@ class MultiHeadAttention(Module):
 
     def forward(self, query, key, value, mask=None, cache=None, bias=None):
         self._check_inputs(query, key, value, cache)
-        q = self._split_heads(self.w_q(query), self.num_heads)
+        q = self._split_heads(self.w_q(query), self.num_heads)  # (B, H, Lq, D/H)
         start = 0 if cache is None else len(cache)
         q = self._rotate(q, start)
         if cache is not None and cache.static and cache.keys is not None:
-            k, v = cache.keys, cache.values
+            k, v = cache.keys, cache.values  # (B, H_kv, Lk, D/H) each
         else:
             k = self._rotate(self._split_heads(self.w_k(key), self.num_kv_heads), start)
-            v = self._split_heads(self.w_v(value), self.num_kv_heads)
+            v = self._split_heads(self.w_v(value), self.num_kv_heads)  # (B, H_kv, Lk, D/H)
             if cache is not None:
-                k, v = cache.update(k, v)
+                k, v = cache.update(k, v)  # (B, H_kv, past + Lk, D/H)
         scores = (query.shape[0], self.num_heads, query.shape[1], k.shape[2])  # (B, H, Lq, Lk)
         if not scores[3]:
             raise ValueError("MultiHeadAttention: key has 0 positions; attention needs at "
@@ -176,7 +176,7 @@ class MultiHeadAttention(Module):
             out, weights = attention(*group_heads(q, k, v, mask, bias),
                                      self.dropout_p if self.training else 0.0)
         self.attention_weights = weights  # already without a graph
-        return self.w_o(self._merge_heads(out))
+        return self.w_o(self._merge_heads(out))  # (B, H, Lq, D/H) -> (B, Lq, D)
 
     def _rotate(self, x, start):
         """RoPE for x (B, heads, L, D/H) at positions start .. start + L - 1."""
@@ -193,16 +193,14 @@ class MultiHeadAttention(Module):
     def _merge_heads(self, x):
         """(B, H, L, D/H) -> (B, L, D), the inverse of ``_split_heads``."""
         batch, _, length, _ = x.shape
-        return x.transpose(0, 2, 1, 3).reshape(batch, length, self.d_model)
+        return x.transpose(0, 2, 1, 3).reshape(batch, length, self.d_model)  # via (B, L, H, D/H)
 
     def _check_inputs(self, query, key, value, cache):
-        device = self.device
         uses_key_value = cache is None or not cache.static or cache.keys is None
-        named = [("query", query)] + (
-            [("key", key), ("value", value)] if uses_key_value else [])
-        for name, x in named:
+        named = dict(query=query, **(dict(key=key, value=value) if uses_key_value else {}))
+        for name, x in named.items():
             check_features("MultiHeadAttention", name, x, self.d_model)
-            check_device("MultiHeadAttention", name, x, device)
+            check_device("MultiHeadAttention", name, x, self.device)
             if x.shape[0] != query.shape[0]:
                 raise ValueError(f"MultiHeadAttention: {name} has batch size {x.shape[0]}, "
                                  f"but query has {query.shape[0]}")

@@ -1,6 +1,7 @@
-"""Argument checks shared by the layers and models, so that a wrong shape, dtype or
-device fails at the public entry point with a message naming the argument, what was
-expected and what was given -- not deep inside a matmul."""
+"""Checks of the Tensors and arrays that reach a layer or a model -- shape, dtype,
+device, masks, token ids -- so that a wrong one fails at the public entry point with a
+message naming the argument, what was expected and what was given, not deep inside a
+matmul. (Plain Python arguments -- sizes, rates, flags, axes -- are ``arguments``'.)"""
 from .. import arguments, backend
 from ..autograd import Tensor, as_array
 
@@ -16,12 +17,13 @@ def check_features(owner, name, x, size, size_name="d_model"):
                          f"{size_name}={size}")
 
 
-def check_device(owner, name, x, device):
-    """``x`` must live on the module's ``device``."""
-    if x.device != device:
-        raise backend.DeviceError(
-            f"{owner}: {name} is on {x.device!r} but the parameters are on {device!r}; "
-            f"move one of them with .to({device!r}) or .to({x.device!r})")
+def check_device(owner, name, x, device, fix=None):
+    """``x``, a Tensor or an array, must live on the module's ``device``."""
+    where = x.device if isinstance(x, Tensor) else backend.device_of(x)
+    if where != device:
+        raise backend.DeviceError(f"{owner}: {name} is on {where!r} but the parameters are on "
+                                  f"{device!r}; " + (fix or f"move one of them with "
+                                                     f".to({device!r}) or .to({where!r})"))
 
 
 def check_mask(owner, name, mask, shape, device):
@@ -35,9 +37,7 @@ def check_mask(owner, name, mask, shape, device):
         raise TypeError(f"{owner}: {name} must be a boolean array (True = may attend), "
                         f"got {given}")
     arguments.broadcastable(owner, name, data.shape, shape, "(B, H, Lq, Lk)")
-    if backend.device_of(data) != device:
-        raise backend.DeviceError(f"{owner}: {name} is on {backend.device_of(data)!r} but the "
-                                  f"parameters are on {device!r}; build it on {device!r}")
+    check_device(owner, name, data, device, f"build it on {device!r}")
     return data
 
 
@@ -51,10 +51,7 @@ def check_ids(owner, name, ids, vocab_size, device):
         raise TypeError(f"{owner}: {name} must be integer token ids, got {given}")
     if data.ndim != 2:
         raise ValueError(f"{owner}: {name} has shape {data.shape}, expected (B, L)")
-    if backend.device_of(data) != device:
-        raise backend.DeviceError(f"{owner}: {name} is on {backend.device_of(data)!r} but the "
-                                  f"parameters are on {device!r}; move it with "
-                                  f"mt.tensor({name}, device={device!r})")
+    check_device(owner, name, data, device, f"move it with mt.tensor({name}, device={device!r})")
     low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
     if low < 0 or high >= vocab_size:
         raise ValueError(f"{owner}: {name} contains id {low if low < 0 else high}, outside "

@@ -6,18 +6,14 @@ the module owns the parameters, the function does the math (forward and backward
 
 Parameters are drawn on the CPU, from ``backend.rng("cpu")``, and then moved to the
 current backend, so ``mt.manual_seed(s)`` gives the same initial weights on NumPy and CuPy.
-Constructor arguments are checked once, here; ``forward`` checks only its input and then
-applies the function's graph node directly (``F.linear`` would check the weights again).
+Arguments are checked once, in the constructor; ``forward`` checks its input, then applies
+the function's graph node (``F.layers.Linear``: ``F.linear`` would check the weights again).
 """
 import math
 
 from .. import arguments, backend
+from .. import functional as F
 from ..autograd import Tensor, as_array
-from ..functional.activations import Dropout as DropoutFunction
-from ..functional.common import floating, indices
-from ..functional.layers import Embedding as EmbeddingFunction
-from ..functional.layers import LayerNorm as LayerNormFunction, Linear as LinearFunction
-from ..functional.norms import RMSNorm as RMSNormFunction
 from ..masks import check_lengths
 from ..ops import where
 from .module import Module, Parameter
@@ -65,7 +61,7 @@ class Linear(Module):
         if x.shape[-1:] != (self.in_features,):
             raise ValueError(f"{type(self).__name__}: input has shape {x.shape}, expected "
                              f"last dim in_features={self.in_features}")
-        return LinearFunction.apply(*(t for t in (x, self.weight, self.bias) if t is not None))
+        return F.layers.Linear.apply(*(t for t in (x, self.weight, self.bias) if t is not None))
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -93,12 +89,13 @@ class Embedding(Module):
         self.weight = _parameter(table)
 
     def forward(self, ids):
-        return self.lookup(indices(ids, self.weight, self.num_embeddings, "embedding: ids"))
+        ids = F.common.indices(ids, self.weight, self.num_embeddings, "embedding: ids")
+        return self.lookup(ids)
 
     def lookup(self, ids):
         """``forward`` for ids already checked (an integer array on the weight's device,
         in range): the models check their token ids once, at their own entry point."""
-        out = EmbeddingFunction.apply(self.weight, ids=ids)
+        out = F.layers.Embedding.apply(self.weight, ids=ids)
         if self.padding_idx is None:
             return out
         # Put the padding row back as a constant: same values, but no gradient reaches it.
@@ -125,9 +122,9 @@ class LayerNorm(Module):
         if x.shape[-1:] != (self.dim,):
             raise ValueError(f"LayerNorm: input has shape {x.shape}, expected last dim "
                              f"dim={self.dim}")
-        floating("layer_norm", x=x)
-        return LayerNormFunction.apply(*(t for t in (x, self.weight, self.bias) if t is not None),
-                                       eps=self.eps)
+        F.common.floating("layer_norm", x=x)
+        return F.layers.LayerNorm.apply(
+            *(t for t in (x, self.weight, self.bias) if t is not None), eps=self.eps)
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"
@@ -146,8 +143,8 @@ class RMSNorm(Module):
         if x.shape[-1:] != (self.dim,):
             raise ValueError(f"RMSNorm: input has shape {x.shape}, expected last dim "
                              f"dim={self.dim}")
-        floating("rms_norm", x=x)
-        return RMSNormFunction.apply(x, self.weight, eps=self.eps)
+        F.common.floating("rms_norm", x=x)
+        return F.norms.RMSNorm.apply(x, self.weight, eps=self.eps)
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"
@@ -161,7 +158,7 @@ class Dropout(Module):
         self.p = arguments.fraction("Dropout", "p", p)
 
     def forward(self, x):
-        return x if not self.training or self.p == 0 else DropoutFunction.apply(x, p=self.p)
+        return F.activations.Dropout.apply(x, p=self.p) if self.training and self.p else x
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -218,7 +215,7 @@ class LearnedPositionalEmbedding(Module):
     def forward(self, x, start=0):
         _check_positions("LearnedPositionalEmbedding", x, start, self.max_len)
         positions = backend.xp(self.weight.device).arange(start, start + x.shape[1])
-        return x + EmbeddingFunction.apply(self.weight, ids=positions)  # in range: unchecked
+        return x + F.layers.Embedding.apply(self.weight, ids=positions)  # in range: unchecked
 
     def extra_repr(self):
         return f"{self.max_len}, {self.dim}"
@@ -291,7 +288,8 @@ class RelativePositionBias(Module):
         relative = xp.arange(k_len)[None, :] - xp.arange(k_len - q_len, k_len)[:, None]
         buckets = relative_position_bucket(relative, self.bidirectional, self.num_buckets,
                                            self.max_distance)
-        return EmbeddingFunction.apply(self.weight, ids=buckets).transpose(2, 0, 1)[None]
+        bias = F.layers.Embedding.apply(self.weight, ids=buckets)  # (Lq, Lk) -> (Lq, Lk, H)
+        return bias.transpose(2, 0, 1)[None]  # (1, H, Lq, Lk)
 
     def extra_repr(self):
         return (f"num_heads={self.num_heads}, num_buckets={self.num_buckets}, "

@@ -109,7 +109,7 @@ class Transformer(Module):
 
     def forward(self, src, tgt, src_mask=None, tgt_mask=None):
         src, src_mask = self._check_source(src, src_mask)
-        tgt, tgt_mask = self._check_target(tgt, tgt_mask, src.shape[0], src.shape[1], None)
+        tgt, tgt_mask = self._check_target(tgt, tgt_mask, src.shape[0], cache=None)
         return self._decode(self._encode(src, src_mask), tgt, src_mask, tgt_mask, None)
 
     def encode(self, src, src_mask=None):
@@ -125,7 +125,7 @@ class Transformer(Module):
         """
         check_features("Transformer", "memory", memory, self.config.d_model)
         check_device("Transformer", "memory", memory, self.device)
-        tgt, tgt_mask = self._check_target(tgt, tgt_mask, *memory.shape[:2], cache)
+        tgt, tgt_mask = self._check_target(tgt, tgt_mask, memory.shape[0], cache)
         src_mask = self._check_src_mask(src_mask, *memory.shape[:2])
         return self._decode(memory, tgt, src_mask, tgt_mask, cache)
 
@@ -174,7 +174,7 @@ class Transformer(Module):
         return check_mask("Transformer", "src_mask", src_mask,
                           (batch, self.config.num_heads, 1, src_len), self.device)
 
-    def _check_target(self, tgt, tgt_mask, batch, src_len, cache):
+    def _check_target(self, tgt, tgt_mask, batch, cache):
         c = self.config
         tgt = check_ids("Transformer", "tgt", tgt, c.tgt_vocab_size, self.device)
         if tgt.shape[0] != batch:
@@ -267,7 +267,7 @@ class GPT(Module):
             raise ValueError(f"GPT: {past} cached + {length} new positions exceed "
                              f"max_len={c.max_len}; crop the context to the last "
                              f"{c.max_len} tokens")
-        x = self.token_embedding.lookup(ids)
+        x = self.token_embedding.lookup(ids)  # (B, L) -> (B, L, D)
         if self.token_scale != 1:
             x = x * self.token_scale
         if self.position_embedding is not None:
@@ -283,7 +283,7 @@ class GPT(Module):
                 x = recompute(lambda h, b, block=block: block(h, bias=b), x, bias)
             else:
                 x = block(x, cache=None if cache is None else cache.self_attention[i], bias=bias)
-        return self.lm_head(self.final_norm(x))
+        return self.lm_head(self.final_norm(x))  # (B, L, D) -> (B, L, vocab_size)
 
     def new_cache(self):
         """An empty ``KVCache`` for incremental generation."""
@@ -361,7 +361,7 @@ class EncoderClassifier(Module):
 
     def pool(self, hidden):
         """hidden (B, L, D) -> tanh(pooler(hidden[:, 0])) (B, D), as BERT's pooler."""
-        return self.pooler(hidden[:, 0]).tanh()
+        return self.pooler(hidden[:, 0]).tanh()  # (B, L, D) -> (B, D)
 
     def forward(self, ids, attention_mask=None, token_type_ids=None):
         if self.classifier is None:
@@ -380,5 +380,5 @@ class EncoderClassifier(Module):
             raise ValueError(f"EncoderClassifier: attention_mask has shape "
                              f"{getattr(data, 'shape', type(data).__name__)}, expected ids' "
                              f"shape {ids.shape} (1 for tokens, 0 for padding)")
-        check_device("EncoderClassifier", "attention_mask", Tensor(data), device)
-        return (data != 0)[:, None, None, :]
+        check_device("EncoderClassifier", "attention_mask", data, device)
+        return (data != 0)[:, None, None, :]  # (B, L) -> (B, 1, 1, L)

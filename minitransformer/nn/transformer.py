@@ -17,15 +17,12 @@ attention bias (ALiBi, T5) passed to ``forward``. A LLaMA block is
 ``TransformerBlock(..., activation="swiglu", norm_first=True, norm="rms",
 num_kv_heads=2, bias=False, rotary_base=10000.0, causal=True)``.
 
-Masks (boolean, True = may attend, broadcastable to (B, H, Lq, Lk)) are named after the
-attention they restrict: ``mask`` where a layer has one attention (``MultiHeadAttention``,
-``TransformerBlock``, ``Encoder``); in a decoder layer, which has two, ``self_mask``
-(B, H, Lt, Lt) and ``memory_mask`` (B, H, Lt, Ls), and likewise ``bias``/``self_bias``.
-The models name them after the sequence they hide, as ``torch.nn.Transformer`` does:
-``src_mask`` (the encoder's ``mask`` and the decoder's ``memory_mask``) and ``tgt_mask``
-(the decoder's ``self_mask``); BERT-style models take Hugging Face's ``attention_mask``
-(B, L), 1 for a token and 0 for padding, and build the key mask from it. Masks always
-travel by keyword inside the package.
+Mask names (True = may attend, to (B, H, Lq, Lk)) say which attention they restrict:
+``mask`` where there is one (attention, block, encoder); ``self_mask`` (B, H, Lt, Lt) and
+``memory_mask`` (B, H, Lt, Ls) in a decoder (and ``bias``/``self_bias``). The models use
+``torch.nn.Transformer``'s ``src_mask`` (encoder ``mask``, decoder ``memory_mask``) and
+``tgt_mask`` (decoder ``self_mask``); BERT-style ones Hugging Face's ``attention_mask``
+(B, L) of 1/0 per token. Inside the package masks always travel by keyword.
 """
 from .. import arguments
 from .. import functional as F
@@ -93,8 +90,7 @@ class TransformerBlock(Module):
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias)
         self.norm1 = make_norm(norm, d_model, layer_norm_eps, bias)
         self.norm2 = make_norm(norm, d_model, layer_norm_eps, bias)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(self, x, mask=None, cache=None, bias=None):
         if self.norm_first:
@@ -132,9 +128,7 @@ class DecoderLayer(Module):
         self.norm1 = LayerNorm(d_model, layer_norm_eps)
         self.norm2 = LayerNorm(d_model, layer_norm_eps)
         self.norm3 = LayerNorm(d_model, layer_norm_eps)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
-        self.dropout3 = Dropout(dropout)
+        self.dropout1, self.dropout2, self.dropout3 = (Dropout(dropout) for _ in range(3))
 
     def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None,
                 memory_cache=None, self_bias=None):

@@ -59,18 +59,18 @@ class ViT(Module):
         in (channel, row, column) order, as the flattened weight of a stride-p conv."""
         c = self.config
         images = self._check_images(images)
-        batch, side = images.shape[0], c.image_size // c.patch_size
-        grid = images.reshape(batch, c.channels, side, c.patch_size, side, c.patch_size)
-        return grid.transpose(0, 2, 4, 1, 3, 5).reshape(batch, side * side, -1)
+        batch, side, p = images.shape[0], c.image_size // c.patch_size, c.patch_size
+        grid = images.reshape(batch, c.channels, side, p, side, p)  # (B, C, H/p, p, W/p, p)
+        return grid.transpose(0, 2, 4, 1, 3, 5).reshape(batch, side * side, -1)  # (B, N, C p²)
 
     def encode(self, images):
-        x = self.patch_embedding(self.patches(images))
+        x = self.patch_embedding(self.patches(images))  # (B, N, D)
         cls = self.cls_token + x.xp.zeros((x.shape[0], 1, 1), dtype=x.dtype)  # one per row
-        x = self.position_embedding(concatenate([cls, x], axis=1))
+        x = self.position_embedding(concatenate([cls, x], axis=1))  # (B, 1 + N, D)
         return self.encoder(self.dropout(x))
 
     def forward(self, images):
-        return self.head(self.encode(images)[:, 0])
+        return self.head(self.encode(images)[:, 0])  # [CLS]: (B, 1 + N, D) -> (B, D)
 
     def _check_images(self, images):
         c = self.config

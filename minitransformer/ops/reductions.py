@@ -1,17 +1,19 @@
 """Reductions over axes: sum, mean, max.
 
-Their backward passes broadcast the upstream gradient back over the reduced axes,
-so ``keepdims=False`` outputs first get their reduced axes re-inserted as size 1.
+Their backward passes broadcast the upstream gradient back over the reduced axes, after
+reshaping it to the input's shape with each reduced axis kept as size 1 (a
+``keepdims=False`` output has lost those axes).
 """
+import math
+
 from .. import arguments
 from ..autograd import Function
 
 
-def _expand(grad, axes):
-    """Re-insert the reduced ``axes`` (sorted) as size 1, so ``grad`` broadcasts back."""
-    for a in axes:
-        grad = grad.reshape(grad.shape[:a] + (1,) + grad.shape[a:])
-    return grad
+def _reduced_axes(name, a, axis):
+    """The axes to reduce (sorted, non-negative) and ``a``'s shape with each one as 1."""
+    axes = arguments.axes(name, axis, a.ndim)
+    return axes, tuple(1 if i in axes else n for i, n in enumerate(a.shape))
 
 
 class Sum(Function):
@@ -20,12 +22,11 @@ class Sum(Function):
 
     def forward(self, a, axis=None, keepdims=False):
         self.shape = a.shape
-        self.axes, self.keepdims = arguments.axes(type(self).__name__.lower(), axis, a.ndim), keepdims
+        self.axes, self.kept_shape = _reduced_axes("sum", a, axis)
         return a.sum(axis=self.axes, keepdims=keepdims)
 
     def backward(self, grad):
-        grad = grad if self.keepdims else _expand(grad, self.axes)
-        return self.xp.broadcast_to(grad, self.shape)
+        return self.xp.broadcast_to(grad.reshape(self.kept_shape), self.shape)
 
 
 def sum(a, axis=None, keepdims=False):
@@ -33,21 +34,17 @@ def sum(a, axis=None, keepdims=False):
     return Sum.apply(a, axis=axis, keepdims=keepdims)
 
 
-class Mean(Function):
-    """mean over ``axis``. d/da = 1/n broadcast over the averaged axes (n elements each)."""
-    saves_values = False
-
+class Mean(Sum):
+    """mean over ``axis``. d/da = 1/n broadcast over the averaged axes (n elements each):
+    the sum's gradient, divided by n."""
     def forward(self, a, axis=None, keepdims=False):
         self.shape = a.shape
-        self.axes, self.keepdims = arguments.axes(type(self).__name__.lower(), axis, a.ndim), keepdims
-        self.count = 1
-        for ax in self.axes:
-            self.count *= a.shape[ax]
+        self.axes, self.kept_shape = _reduced_axes("mean", a, axis)
+        self.count = math.prod(a.shape[ax] for ax in self.axes)
         return a.mean(axis=self.axes, keepdims=keepdims)
 
     def backward(self, grad):
-        grad = grad if self.keepdims else _expand(grad, self.axes)
-        return self.xp.broadcast_to(grad / self.count, self.shape)
+        return super().backward(grad / self.count)
 
 
 def mean(a, axis=None, keepdims=False):
@@ -60,13 +57,13 @@ class Max(Function):
     where the max is NaN (a NaN input), to the NaN elements, as in PyTorch."""
     def forward(self, a, axis=None, keepdims=False):
         self.a = a
-        self.axes, self.keepdims = arguments.axes(type(self).__name__.lower(), axis, a.ndim), keepdims
+        self.axes = arguments.axes("max", axis, a.ndim)
         self.out = a.max(axis=self.axes, keepdims=True)
         return self.out if keepdims else self.out.reshape(
             [n for i, n in enumerate(a.shape) if i not in self.axes])
 
     def backward(self, grad):
-        grad = grad if self.keepdims else _expand(grad, self.axes)
+        grad = grad.reshape(self.out.shape)  # the reduced axes back, as size 1
         xp = self.xp
         winners = (self.a == self.out) | (xp.isnan(self.a) & xp.isnan(self.out))
         winners = winners.astype(grad.dtype)

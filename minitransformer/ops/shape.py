@@ -1,6 +1,8 @@
 """Ops that move elements around without changing them: reshape, transpose,
 indexing, concatenation and the copy to another device. Each backward puts the
 gradient back where the element came from."""
+import itertools
+
 from .. import arguments, backend
 from ..autograd import Function, Tensor
 
@@ -116,10 +118,8 @@ class Concatenate(Function):
         return self.xp.concatenate(arrays, axis=axis)
 
     def backward(self, grad):
-        bounds = [0]
-        for n in self.sizes:
-            bounds.append(bounds[-1] + n)
-        return tuple(self.xp.split(grad, bounds[1:-1], axis=self.axis))
+        ends = list(itertools.accumulate(self.sizes))  # where each input's slice ends
+        return tuple(self.xp.split(grad, ends[:-1], axis=self.axis))
 
 
 def concatenate(tensors, axis=0):
