@@ -149,7 +149,7 @@ class MultiHeadAttention(Module):
         self.attention, self.block_size = attention, block_size
 
     def forward(self, query, key, value, mask=None, cache=None, bias=None):
-        self._check_inputs(query, key, value, cache)
+        device = self._check_inputs(query, key, value, cache)
         q = self._split_heads(self.w_q(query), self.num_heads)  # (B, H, Lq, D/H)
         start = 0 if cache is None else len(cache)
         q = self._rotate(q, start)
@@ -164,7 +164,7 @@ class MultiHeadAttention(Module):
         if not scores[3]:
             raise ValueError("MultiHeadAttention: key has 0 positions; attention needs at "
                              "least one key (mask keys out instead of removing them all)")
-        mask = check_mask("MultiHeadAttention", "mask", mask, scores, self.device)
+        mask = check_mask("MultiHeadAttention", "mask", mask, scores, device)
         bias = check_bias("MultiHeadAttention", bias, q, scores, "(B, H, Lq, Lk)")
         if self.attention == "blockwise":
             out, weights = F.blockwise_attention(
@@ -196,17 +196,20 @@ class MultiHeadAttention(Module):
         return x.transpose(0, 2, 1, 3).reshape(batch, length, self.d_model)  # via (B, L, H, D/H)
 
     def _check_inputs(self, query, key, value, cache):
+        """Check the inputs; return the parameters' device, for the mask's check."""
+        device = self.device
         uses_key_value = cache is None or not cache.static or cache.keys is None
         named = dict(query=query, **(dict(key=key, value=value) if uses_key_value else {}))
         for name, x in named.items():
             check_features("MultiHeadAttention", name, x, self.d_model)
-            check_device("MultiHeadAttention", name, x, self.device)
+            check_device("MultiHeadAttention", name, x, device)
             if x.shape[0] != query.shape[0]:
                 raise ValueError(f"MultiHeadAttention: {name} has batch size {x.shape[0]}, "
                                  f"but query has {query.shape[0]}")
         if uses_key_value and key.shape[1] != value.shape[1]:
             raise ValueError(f"MultiHeadAttention: key has length {key.shape[1]} but value "
                              f"has {value.shape[1]}; they must match")
+        return device
 
     def extra_repr(self):
         kv = "" if self.num_kv_heads == self.num_heads else f", num_kv_heads={self.num_kv_heads}"

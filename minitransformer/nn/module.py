@@ -95,8 +95,11 @@ class Module:
         a module without any (Dropout): it has no device and runs wherever its input is."""
         if "device" in vars(self):  # a subclass's own attribute (PyTorch code often sets one)
             return vars(self)["device"]
-        first = next(self._tensors(), None)
-        return None if first is None else first.device
+        for _, value in self._members():  # depth first, as named_parameters
+            device = value.device if isinstance(value, (Tensor, Module)) else None
+            if device is not None:
+                return device
+        return None
 
     @device.setter
     def device(self, value):
