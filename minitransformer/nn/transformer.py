@@ -93,16 +93,21 @@ class TransformerBlock(Module):
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(self, x, mask=None, cache=None, bias=None):
-        if self.norm_first:
-            h = self.norm1(x)
-            x = x + self.dropout1(self.self_attn(h, h, h, mask=mask, cache=cache, bias=bias))
-            return x + self.dropout2(self.feed_forward(self.norm2(x)))
-        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=mask, cache=cache,
-                                                        bias=bias)))
-        return self.norm2(x + self.dropout2(self.feed_forward(x)))
+        x = _residual(self, x, 1, lambda h: self.self_attn(h, h, h, mask=mask, cache=cache,
+                                                          bias=bias))
+        return _residual(self, x, 2, self.feed_forward)
 
     def extra_repr(self):
         return f"norm_first={self.norm_first}"
+
+
+def _residual(layer, x, i, sublayer):
+    """Sub-layer ``i`` of ``layer`` (its ``norm{i}`` and ``dropout{i}``) with its residual
+    connection, pre-LN or post-LN as in the module docstring."""
+    norm, dropout = getattr(layer, f"norm{i}"), getattr(layer, f"dropout{i}")
+    if layer.norm_first:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
 
 
 EncoderLayer = TransformerBlock  # the name of torch.nn and of earlier code
@@ -132,37 +137,34 @@ class DecoderLayer(Module):
 
     def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None,
                 memory_cache=None, self_bias=None):
-        if self.norm_first:
-            h = self.norm1(x)
-            x = x + self.dropout1(self.self_attn(h, h, h, mask=self_mask, cache=cache,
-                                                 bias=self_bias))
-            h = self.norm2(x)
-            x = x + self.dropout2(self.cross_attn(h, memory, memory, mask=memory_mask,
-                                                  cache=memory_cache))
-            return x + self.dropout3(self.feed_forward(self.norm3(x)))
-        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=self_mask, cache=cache,
-                                                        bias=self_bias)))
-        x = self.norm2(x + self.dropout2(self.cross_attn(x, memory, memory, mask=memory_mask,
-                                                         cache=memory_cache)))
-        return self.norm3(x + self.dropout3(self.feed_forward(x)))
+        x = _residual(self, x, 1, lambda h: self.self_attn(h, h, h, mask=self_mask,
+                                                          cache=cache, bias=self_bias))
+        x = _residual(self, x, 2, lambda h: self.cross_attn(h, memory, memory,
+                                                           mask=memory_mask, cache=memory_cache))
+        return _residual(self, x, 3, self.feed_forward)
 
     def extra_repr(self):
         return f"norm_first={self.norm_first}"
 
 
-class Encoder(Module):
-    """``num_layers`` encoder layers; pre-LN stacks end with a LayerNorm (``norm``).
-    forward(x (B, L, D), mask=None, bias=None) -> (B, L, D). Arguments as for
-    ``TransformerBlock``."""
+class _Stack(Module):
+    """``num_layers`` layers (``Encoder``: ``TransformerBlock``s, ``Decoder``:
+    ``DecoderLayer``s); pre-LN stacks end with a LayerNorm (``norm``)."""
+    layer_type = None
 
     def __init__(self, num_layers, d_model, num_heads, d_ff, dropout=0.1, activation="relu",
                  norm_first=False, layer_norm_eps=1e-5):
-        arguments.positive_integer("Encoder", "num_layers", num_layers)
+        arguments.positive_integer(type(self).__name__, "num_layers", num_layers)
         self.layers = ModuleList(
-            TransformerBlock(d_model, num_heads, d_ff, dropout, activation, norm_first,
-                         layer_norm_eps) for _ in range(num_layers))
+            self.layer_type(d_model, num_heads, d_ff, dropout, activation, norm_first,
+                            layer_norm_eps) for _ in range(num_layers))
         self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
         self.recompute = False  # True: each layer's activations are remade in backward
+
+
+class Encoder(_Stack):
+    """forward(x (B, L, D), mask=None, bias=None) -> (B, L, D); as ``TransformerBlock``."""
+    layer_type = TransformerBlock
 
     def forward(self, x, mask=None, bias=None):
         for layer in self.layers:
@@ -173,20 +175,11 @@ class Encoder(Module):
         return x if self.norm is None else self.norm(x)
 
 
-class Decoder(Module):
-    """``num_layers`` decoder layers; pre-LN stacks end with a LayerNorm (``norm``).
-    forward(x (B, Lt, D), memory (B, Ls, D), self_mask=None, memory_mask=None,
-    cache=None, self_bias=None) -> (B, Lt, D); ``cache`` is a
-    ``KVCache(num_layers, cross_attention=True)``. Arguments as for ``DecoderLayer``."""
-
-    def __init__(self, num_layers, d_model, num_heads, d_ff, dropout=0.1, activation="relu",
-                 norm_first=False, layer_norm_eps=1e-5):
-        arguments.positive_integer("Decoder", "num_layers", num_layers)
-        self.layers = ModuleList(
-            DecoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first,
-                         layer_norm_eps) for _ in range(num_layers))
-        self.norm = LayerNorm(d_model, layer_norm_eps) if norm_first else None
-        self.recompute = False  # True: each layer's activations are remade in backward
+class Decoder(_Stack):
+    """forward(x (B, Lt, D), memory (B, Ls, D), self_mask=None, memory_mask=None,
+    cache=None, self_bias=None) -> (B, Lt, D), as ``DecoderLayer``; ``cache`` is a
+    ``KVCache(num_layers, cross_attention=True)``."""
+    layer_type = DecoderLayer
 
     def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None,
                 self_bias=None):
