@@ -242,45 +242,39 @@ def beam_search(model, tokens, max_new_tokens, beam_size=4, alpha=0.6, src=None,
     if not math.isfinite(alpha):
         raise ValueError(f"beam_search: alpha must be a finite number, got {alpha}")
     with _inference(model) as device:
-        return _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src, eos_id,
-                            use_cache, device)
-
-
-def _beam_search(model, tokens, max_new_tokens, beam_size, alpha, src, eos_id, use_cache,
-                 device):
-    xp = backend.xp(device)
-    tokens = _as_ids(tokens, device, "tokens")
-    batch, K = tokens.shape[0], beam_size
-    # Each row becomes K beams; only the first is live at the start, so the first step
-    # does not pick K copies of the same token.
-    expand = xp.repeat(xp.arange(batch), K)
-    tokens = tokens[expand]
-    src = None if src is None else _as_ids(src, device, "src")[expand]
-    stepper = _stepper(model, src, use_cache)
-    scores = xp.tile(xp.asarray([0.0] + [-math.inf] * (K - 1)), batch)
-    lengths = xp.zeros(batch * K)
-    done = xp.zeros(batch * K, dtype=bool)
-    for _ in range(max_new_tokens):
-        logits = _next_logits("beam_search", stepper, tokens, eos_id, xp)
-        logp = log_softmax(Tensor(logits)).data.astype(scores.dtype)
-        vocab = logp.shape[-1]
-        if eos_id is not None:  # a finished beam may only repeat eos, at no cost
-            logp[done] = -math.inf
-            logp[done, eos_id] = 0.0
-        candidates = (scores[:, None] + logp).reshape(batch, K * vocab)
-        best = xp.argsort(-candidates, axis=-1)[:, :K]
-        scores = xp.take_along_axis(candidates, best, axis=-1).reshape(-1)
-        rows = (xp.arange(batch)[:, None] * K + best // vocab).reshape(-1)
-        new = (best % vocab).reshape(-1)
-        tokens, lengths, done = tokens[rows], lengths[rows], done[rows]
-        stepper.reorder(rows)
-        lengths += ~done
-        if eos_id is not None:
-            done |= new == eos_id
-        tokens = _append(tokens, new, xp)
-        if bool(done.all()):
-            break
-    final = (scores / length_penalty(lengths, alpha)).reshape(batch, K)
-    winner = final.argmax(axis=-1)
-    rows = xp.arange(batch) * K + winner
-    return tokens[rows], final[xp.arange(batch), winner]
+        xp = backend.xp(device)
+        tokens = _as_ids(tokens, device, "tokens")
+        batch, K = tokens.shape[0], beam_size
+        # Each row becomes K beams; only the first is live at the start, so the first step
+        # does not pick K copies of the same token.
+        expand = xp.repeat(xp.arange(batch), K)
+        tokens = tokens[expand]
+        src = None if src is None else _as_ids(src, device, "src")[expand]
+        stepper = _stepper(model, src, use_cache)
+        scores = xp.tile(xp.asarray([0.0] + [-math.inf] * (K - 1)), batch)
+        lengths = xp.zeros(batch * K)
+        done = xp.zeros(batch * K, dtype=bool)
+        for _ in range(max_new_tokens):
+            logits = _next_logits("beam_search", stepper, tokens, eos_id, xp)
+            logp = log_softmax(Tensor(logits)).data.astype(scores.dtype)
+            vocab = logp.shape[-1]
+            if eos_id is not None:  # a finished beam may only repeat eos, at no cost
+                logp[done] = -math.inf
+                logp[done, eos_id] = 0.0
+            candidates = (scores[:, None] + logp).reshape(batch, K * vocab)
+            best = xp.argsort(-candidates, axis=-1)[:, :K]
+            scores = xp.take_along_axis(candidates, best, axis=-1).reshape(-1)
+            rows = (xp.arange(batch)[:, None] * K + best // vocab).reshape(-1)
+            new = (best % vocab).reshape(-1)
+            tokens, lengths, done = tokens[rows], lengths[rows], done[rows]
+            stepper.reorder(rows)
+            lengths += ~done
+            if eos_id is not None:
+                done |= new == eos_id
+            tokens = _append(tokens, new, xp)
+            if bool(done.all()):
+                break
+        final = (scores / length_penalty(lengths, alpha)).reshape(batch, K)
+        winner = final.argmax(axis=-1)
+        rows = xp.arange(batch) * K + winner
+        return tokens[rows], final[xp.arange(batch), winner]

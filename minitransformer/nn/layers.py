@@ -42,6 +42,12 @@ def _sizes(owner, **sizes):
     return [arguments.positive_integer(owner, name, n) for name, n in sizes.items()]
 
 
+def _check_last_dim(module, x, name, size):
+    if x.shape[-1:] != (size,):
+        raise ValueError(f"{type(module).__name__}: input has shape {x.shape}, expected "
+                         f"last dim {name}={size}")
+
+
 class Linear(Module):
     """y = x Wᵀ + b. x (..., in_features) -> (..., out_features).
 
@@ -58,9 +64,7 @@ class Linear(Module):
         self.bias = _uniform(bound, (out_features,)) if bias else None
 
     def forward(self, x):
-        if x.shape[-1:] != (self.in_features,):
-            raise ValueError(f"{type(self).__name__}: input has shape {x.shape}, expected "
-                             f"last dim in_features={self.in_features}")
+        _check_last_dim(self, x, "in_features", self.in_features)
         return F.layers.Linear.apply(*(t for t in (x, self.weight, self.bias) if t is not None))
 
     def extra_repr(self):
@@ -119,9 +123,7 @@ class LayerNorm(Module):
         self.bias = _constant(0.0, (dim,)) if bias else None
 
     def forward(self, x):
-        if x.shape[-1:] != (self.dim,):
-            raise ValueError(f"LayerNorm: input has shape {x.shape}, expected last dim "
-                             f"dim={self.dim}")
+        _check_last_dim(self, x, "dim", self.dim)
         F.common.floating("layer_norm", x=x)
         return F.layers.LayerNorm.apply(
             *(t for t in (x, self.weight, self.bias) if t is not None), eps=self.eps)
@@ -140,9 +142,7 @@ class RMSNorm(Module):
         self.weight = _constant(1.0, (dim,))
 
     def forward(self, x):
-        if x.shape[-1:] != (self.dim,):
-            raise ValueError(f"RMSNorm: input has shape {x.shape}, expected last dim "
-                             f"dim={self.dim}")
+        _check_last_dim(self, x, "dim", self.dim)
         F.common.floating("rms_norm", x=x)
         return F.norms.RMSNorm.apply(x, self.weight, eps=self.eps)
 
