@@ -16,6 +16,7 @@ give wrong gradients, so ``backward`` refuses when a function's inputs or output
 (see ``Function.check_unchanged``).
 """
 import contextlib
+import reprlib
 import threading
 import weakref
 
@@ -348,16 +349,11 @@ def _host_array(data, dtype):
         array = backend.host.asarray(data, dtype=dtype)
     except (ValueError, TypeError) as exc:
         raise TypeError(f"tensor: data must be a number or a nested list of numbers with "
-                        f"equal lengths at each level, got {_preview(data)} ({exc})") from None
+                        f"equal lengths at each level, got {reprlib.repr(data)} ({exc})") from None
     if array.dtype.kind not in "biufc":
-        raise TypeError(f"tensor: data must hold only numbers, got {_preview(data)} "
+        raise TypeError(f"tensor: data must hold only numbers, got {reprlib.repr(data)} "
                         f"(dtype {array.dtype}); replace None or strings by numbers, and "
                         "combine Tensors with mt.stack")
     if dtype is None and array.dtype.kind == "f":
         array = array.astype(backend.DEFAULT_DTYPE)
     return array
-
-
-def _preview(data):
-    text = repr(data)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -4,9 +4,8 @@ All heads are computed at once: a (B, L, D) projection is viewed as (B, L, H, D/
 transposed to (B, H, L, D/H), so one batched matmul inside
 ``functional.scaled_dot_product_attention`` serves every head -- no loop over heads.
 
-Masks are boolean, True = may attend, broadcastable to (B, H, Lq, Lk). (This is the
-convention of ``torch.nn.functional.scaled_dot_product_attention``;
-``torch.nn.MultiheadAttention`` uses the opposite one, True = blocked.)
+Masks are boolean, True = may attend (see ``masks``; ``torch.nn.MultiheadAttention``
+uses the opposite convention, True = blocked).
 """
 from .. import arguments
 from .. import functional as F
@@ -14,7 +13,7 @@ from ..functional.attention import attention, check_bias, group_heads
 from ..masks import causal_mask, combine_masks
 from ..ops import concatenate
 from .checks import check_device, check_features, check_mask
-from .layers import Linear
+from .layers import Linear, _sizes
 from .module import Module
 
 
@@ -33,8 +32,7 @@ class AttentionCache:
         self.static = static
         self.keys = self.values = None
 
-    def __len__(self):
-        """The number of positions cached."""
+    def __len__(self):  # the number of positions cached
         return 0 if self.keys is None else self.keys.shape[2]
 
     def update(self, keys, values):
@@ -93,9 +91,8 @@ class MultiHeadAttention(Module):
     (ALiBi, T5's relative position bias).
     ``rotary_base``: rotate queries and keys by their positions (RoPE, with this base;
     self-attention only). Positions continue after the ``cache``'s.
-    ``cache``: an ``AttentionCache``. Self-attention appends this call's keys and values
-    to it and attends over all of them; a static (cross-attention) cache computes them
-    from ``key``/``value`` once and then ignores those arguments.
+    ``cache``: an ``AttentionCache``; a static (cross-attention) one ignores ``key`` and
+    ``value`` once it holds their projections.
     ``dropout`` (held as ``dropout_p``) acts on the attention weights while training.
     ``causal``: a query also sees only the keys up to its own position (queries aligned
     to the end of the keys, so a cache needs nothing more); blockwise attention then
@@ -111,8 +108,7 @@ class MultiHeadAttention(Module):
 
     def __init__(self, d_model, num_heads, dropout=0.0, bias=True, num_kv_heads=None,
                  rotary_base=None, attention="plain", block_size=128, causal=False):
-        d_model = arguments.positive_integer("MultiHeadAttention", "d_model", d_model)
-        num_heads = arguments.positive_integer("MultiHeadAttention", "num_heads", num_heads)
+        d_model, num_heads = _sizes("MultiHeadAttention", d_model=d_model, num_heads=num_heads)
         if d_model % num_heads:
             raise ValueError(f"MultiHeadAttention: num_heads={num_heads!r} must be a positive "
                              f"integer dividing d_model={d_model}")

@@ -27,6 +27,7 @@ _STORED = {
 }
 _MAX_HEADER_BYTES = 100_000_000  # the limit the reference implementation enforces
 _MAX_RANK = 64                     # NumPy's limit on an array's number of dimensions
+_short = reprlib.repr  # a bounded repr (a few levels, a few items): a header can be huge
 
 
 class SafetensorsError(ValueError):
@@ -153,8 +154,3 @@ def _read_tensor(f, data_start, entry):
 
 def _is_count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _short(value):
-    """A bounded repr (a few levels, a few items): a hostile header can be huge."""
-    return reprlib.repr(value)
