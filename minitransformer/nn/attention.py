@@ -98,12 +98,10 @@ class MultiHeadAttention(Module):
     to the end of the keys, so a cache needs nothing more); blockwise attention then
     skips the tiles above the diagonal rather than masking them.
 
-    After each call ``attention_weights`` holds the weights (B, H, Lq, Lk) as a Tensor
-    without a graph, for visualisation.
-
-    ``attention="blockwise"`` computes the same output with
-    ``functional.blockwise_attention`` in tiles of ``block_size``, in memory linear in
-    the length; then ``attention_weights`` is None (the weights never exist whole).
+    ``attention="blockwise"``: the same output by ``functional.blockwise_attention``, in
+    tiles of ``block_size``, in memory linear in the length. After each call
+    ``attention_weights`` holds the weights (B, H, Lq, Lk) without a graph, for
+    visualisation (None when blockwise: the weights never exist whole).
     """
 
     def __init__(self, d_model, num_heads, dropout=0.0, bias=True, num_kv_heads=None,

@@ -17,12 +17,9 @@ attention bias (ALiBi, T5) passed to ``forward``. A LLaMA block is
 ``TransformerBlock(..., activation="swiglu", norm_first=True, norm="rms",
 num_kv_heads=2, bias=False, rotary_base=10000.0, causal=True)``.
 
-Mask names (True = may attend, to (B, H, Lq, Lk)) say which attention they restrict:
-``mask`` where there is one (attention, block, encoder); ``self_mask`` (B, H, Lt, Lt) and
-``memory_mask`` (B, H, Lt, Ls) in a decoder (and ``bias``/``self_bias``). The models use
-``torch.nn.Transformer``'s ``src_mask`` (encoder ``mask``, decoder ``memory_mask``) and
-``tgt_mask`` (decoder ``self_mask``); BERT-style ones Hugging Face's ``attention_mask``
-(B, L) of 1/0 per token. Inside the package masks always travel by keyword.
+Mask names (True = may attend) say which attention they restrict: ``mask`` where there
+is one, ``self_mask`` and ``memory_mask`` in a decoder (the README lists the models'
+names). Inside the package masks always travel by keyword.
 """
 from .. import arguments
 from .. import functional as F

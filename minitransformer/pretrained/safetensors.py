@@ -41,11 +41,8 @@ def read_safetensors(path):
     (F16, BF16) are widened to float32: NumPy has no bfloat16, and the engine computes
     in float32 anyway. The file's ``__metadata__`` is ignored.
 
-    The whole header is checked before any tensor is read: every entry, then the layout
-    (the tensors tile the data section exactly, in offset order: no overlaps, gaps or
-    trailing bytes, as the reference implementation requires). Each tensor is then read
-    into its own array, so memory never exceeds the file's real size, whatever the
-    header claims.
+    The whole header is checked (``_checked_entry``, ``_check_layout``) before any tensor
+    is read, each into its own array: memory never exceeds the file's real size.
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
