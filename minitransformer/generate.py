@@ -91,8 +91,7 @@ def greedy(model, tokens, max_new_tokens, src=None, eos_id=None, use_cache=True)
     source in ``src`` (B, Ls)). Returns (B, T0 + n). Once a row has produced ``eos_id``,
     it keeps producing ``eos_id``; decoding stops early when every row has.
     """
-    return _decode("greedy", model, tokens, max_new_tokens, src, eos_id, use_cache,
-                   choose=None)
+    return _decode("greedy", model, tokens, max_new_tokens, src, eos_id, use_cache, choose=None)
 
 
 def _sampling_options(owner, temperature, top_k, top_p):

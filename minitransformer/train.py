@@ -111,8 +111,7 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
         else:
             _finite_gradients(model, clip_norm, history, step, loss)
             optimizer.step()
-        progress.record(model, step, loss, optimizer.lr, tokens,
-                        time.perf_counter() - started)
+        progress.record(model, step, loss, optimizer.lr, tokens, time.perf_counter() - started)
         if callback is not None:
             callback(step, history)
     return history

@@ -77,8 +77,7 @@ class Optimizer:
         groups, state, index = [], {}, 0
         for group in self.param_groups:
             indices = list(range(index, index + len(group["params"])))
-            groups.append({**{k: v for k, v in group.items() if k != "params"},
-                           "params": indices})
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": indices})
             for i, p in zip(indices, group["params"]):
                 if id(p) in self.state:
                     state[i] = {k: backend.to_numpy(v) if backend.is_array(v) else v

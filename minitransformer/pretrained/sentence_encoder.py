@@ -149,8 +149,7 @@ class SentenceEncoder:
         masked out of attention and pooling, so an embedding does not depend on its batch.
         """
         sentences = _list_of_str("SentenceEncoder.encode", "sentences", sentences)
-        batch_size = arguments.positive_integer("SentenceEncoder.encode", "batch_size",
-                                                batch_size)
+        batch_size = arguments.positive_integer("SentenceEncoder.encode", "batch_size", batch_size)
         encoded = [self.tokenizer.encode(s) for s in sentences]
         out = backend.host.zeros((len(encoded), self.dim), dtype=backend.DEFAULT_DTYPE)
         with no_grad():
