@@ -62,9 +62,7 @@ class Seq2SeqStepper:
         self.cache = model.new_cache() if use_cache else None
 
     def logits(self, tokens):
-        if self.cache is None:
-            return self.model.decode(self.memory, tokens, self.src_mask).data[:, -1]
-        new = tokens[:, len(self.cache):]
+        new = tokens if self.cache is None else tokens[:, len(self.cache):]
         return self.model.decode(self.memory, new, self.src_mask, cache=self.cache).data[:, -1]
 
     def reorder(self, rows):

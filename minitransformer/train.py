@@ -71,13 +71,10 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
     schedule:    ``schedule(step)`` -> the learning rate for that step (see ``optim``).
     accumulate_steps: micro-batches per optimizer step, each loss scaled by 1/k.
     clip_norm:   clip the global gradient norm to this (``optim.clip_grad_norm``).
-    precision:   ``"float32"``, or ``"float16"``: mixed precision (see ``precision``).
-                 Forward and backward passes compute with float16 copies of the float32
-                 weights, the loss is multiplied by ``loss_scaler.scale`` (by default a
-                 ``LossScaler()``) and the gradients divided by it. A step whose gradients
-                 overflow is skipped, not applied: its number goes to ``history.skipped``
-                 and the scale is halved. To resume such a run exactly, save and load
-                 the scaler with the checkpoint (``loss_scaler=`` of both functions).
+    precision:   ``"float32"``, or ``"float16"``: mixed precision, as the module docstring
+                 says; a skipped step's number goes to ``history.skipped``.
+    loss_scaler: float16's ``LossScaler`` (default ``LossScaler()``); to resume such a run
+                 exactly, save and load it with the checkpoint (``loss_scaler=`` of both).
 
     What is reported (``_Progress``):
     eval_fn:     ``eval_fn(model)`` -> anything (a float, a dict of metrics), run in eval

@@ -371,8 +371,7 @@ class EncoderClassifier(Module):
     def _key_mask(self, ids, attention_mask, device):
         """The (B, 1, 1, L) boolean key mask from ``attention_mask`` or ``pad_id``."""
         if attention_mask is None:
-            pad_id = self.config.pad_id
-            return None if pad_id is None else padding_mask(ids, pad_id)
+            return None if self.config.pad_id is None else padding_mask(ids, self.config.pad_id)
         data = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
         if not backend.is_array(data) or data.shape != ids.shape:
             raise ValueError(f"EncoderClassifier: attention_mask has shape "

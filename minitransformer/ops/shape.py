@@ -38,9 +38,7 @@ class Transpose(Function):
         return a.transpose(self.axes)
 
     def backward(self, grad):
-        inverse = [0] * len(self.axes)
-        for i, ax in enumerate(self.axes):
-            inverse[ax] = i
+        inverse = [self.axes.index(i) for i in range(len(self.axes))]  # where axis i went
         return grad.transpose(inverse)
 
 
