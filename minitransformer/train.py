@@ -192,9 +192,8 @@ def _finite_loss(loss, where, step):
     value = loss.item()
     if not math.isfinite(value):
         raise FloatingPointError(
-            f"fit: the loss is {value} at {where}; the parameters are as after step "
-            f"{step - 1}. Try a lower learning rate, gradient clipping (clip_norm=1.0) or "
-            "a longer warmup")
+            f"fit: the loss is {value} at {where}; the parameters are as after step {step - 1}. "
+            "Try a lower learning rate, gradient clipping (clip_norm=1.0) or a longer warmup")
     return value
 
 
@@ -209,10 +208,9 @@ def _finite_gradients(model, clip_norm, history, step, loss):
         history.grad_norms.append(norm)
     if not math.isfinite(norm):
         raise FloatingPointError(
-            f"fit: the gradient norm is {norm} at step {step} (the loss, {loss:.6g}, is "
-            f"finite); no parameter was changed: they are as after step {step - 1}. Look "
-            "for an op whose gradient overflows (e.g. sqrt or log at 0), or lower the "
-            "learning rate")
+            f"fit: the gradient norm is {norm} at step {step} (the loss, {loss:.6g}, is finite); "
+            f"no parameter was changed: they are as after step {step - 1}. Look for an op whose "
+            "gradient overflows (e.g. sqrt or log at 0), or lower the learning rate")
 
 
 def _loss_scaler(model, precision, loss_scaler):
@@ -229,8 +227,7 @@ def _loss_scaler(model, precision, loss_scaler):
                         f"model has {', '.join(wrong)} parameters; model.to(dtype='float32')")
     if loss_scaler is not None and not isinstance(loss_scaler, LossScaler):
         raise TypeError(f"fit: loss_scaler must be a precision.LossScaler, got "
-                        f"{type(loss_scaler).__name__}; e.g. "
-                        f"LossScaler(scale={loss_scaler!r})")
+                        f"{type(loss_scaler).__name__}; e.g. LossScaler(scale={loss_scaler!r})")
     return LossScaler() if loss_scaler is None else loss_scaler
 
 

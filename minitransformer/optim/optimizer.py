@@ -129,8 +129,7 @@ def _make_param_groups(optimizer, params):
     name, defaults = type(optimizer).__name__, optimizer.defaults
     if isinstance(params, Tensor) or hasattr(params, "named_parameters"):
         raise TypeError(f"{name}: params must be a list of Parameters or of param-group "
-                        f"dicts, got a {type(params).__name__}; did you mean "
-                        "model.parameters()?")
+                        f"dicts, got a {type(params).__name__}; did you mean model.parameters()?")
     params = list(params)
     if not params:
         raise ValueError(f"{name}: got an empty list of parameters")

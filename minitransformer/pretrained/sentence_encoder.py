@@ -140,9 +140,9 @@ class SentenceEncoder:
         self.dim = model.config.d_model
 
     def encode(self, sentences, normalize=True, batch_size=32):
-        """Embeddings of ``sentences`` (a list, or any iterable, of str) as a host NumPy float32 array
-        (N, D), row i for sentence i; unit length when ``normalize`` (cosine similarity
-        is then a dot product).
+        """Embeddings of ``sentences`` (a list, or any iterable, of str) as a host NumPy
+        float32 array (N, D), row i for sentence i; unit length when ``normalize`` (cosine
+        similarity is then a dot product).
 
         Sentences are embedded in batches of at most ``batch_size``, grouped by length
         so that little compute goes to padding (see ``length_batches``). Padding is
