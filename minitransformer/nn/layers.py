@@ -146,8 +146,7 @@ class RMSNorm(Module):
         F.common.floating("rms_norm", x=x)
         return F.norms.RMSNorm.apply(x, self.weight, eps=self.eps)
 
-    def extra_repr(self):
-        return f"{self.dim}, eps={self.eps}"
+    extra_repr = LayerNorm.extra_repr
 
 
 class Dropout(Module):

@@ -140,8 +140,7 @@ class DecoderLayer(Module):
                                                            mask=memory_mask, cache=memory_cache))
         return _residual(self, x, 3, self.feed_forward)
 
-    def extra_repr(self):
-        return f"norm_first={self.norm_first}"
+    extra_repr = TransformerBlock.extra_repr
 
 
 class _Stack(Module):
