@@ -6,8 +6,7 @@ Read it in this order: arguments, backend -> autograd -> ops -> gradcheck -> rec
 """
 from . import functional, generate, masks, nn, ops, optim, pretrained
 from .autograd import Function, Tensor, is_grad_enabled, no_grad, tensor
-from .backend import (DeviceError, get_backend, gpu_available, manual_seed,
-                      set_backend)
+from .backend import DeviceError, get_backend, gpu_available, manual_seed, set_backend
 from .checkpoint import load_checkpoint, save_checkpoint
 from .gradcheck import GradcheckError, gradcheck
 from .ops import (concatenate, exp, log, masked_fill, matmul, maximum, relu, sqrt,

@@ -310,8 +310,7 @@ def _as_tensors(op_name, values):
         if value.device != first.device:
             raise backend.DeviceError(
                 f"{op_name}: argument {position} is on {value.device!r} but argument "
-                f"{first_position} is on {first.device!r}; move one with .to('cpu') "
-                "or .to('gpu')")
+                f"{first_position} is on {first.device!r}; move one with .to('cpu') or .to('gpu')")
         out.append(value)
     return out
 

@@ -40,9 +40,8 @@ def _load_cupy():
     try:
         cupy = importlib.import_module(os.environ.get("MINITRANSFORMER_CUPY_MODULE", "cupy"))
     except ImportError as exc:
-        raise DeviceError(
-            "backend 'cupy' needs CuPy, which is not installed; "
-            "install it with: pip install 'minitransformer[gpu]'") from exc
+        raise DeviceError("backend 'cupy' needs CuPy, which is not installed; "
+                          "install it with: pip install 'minitransformer[gpu]'") from exc
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver missing or broken
@@ -66,9 +65,8 @@ def _check_gpu_works(cupy):
     except Exception as exc:
         raise DeviceError(
             f"backend 'cupy': CuPy is installed but cannot compute on the GPU "
-            f"({type(exc).__name__}: {exc}); CuPy 14 needs the CUDA libraries: "
-            "pip install 'minitransformer[gpu]' (CUDA 12) or "
-            "'minitransformer[gpu-cuda13]' (CUDA 13)") from exc
+            f"({type(exc).__name__}: {exc}); CuPy 14 needs the CUDA libraries: pip install "
+            "'minitransformer[gpu]' (CUDA 12) or 'minitransformer[gpu-cuda13]' (CUDA 13)") from exc
     if not works:
         raise DeviceError("backend 'cupy': a test computation on the GPU gave a wrong result")
 

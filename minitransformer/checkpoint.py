@@ -293,9 +293,8 @@ def _optimizer_entries(path, saved, headers, optimizer):
 def _check_loss_scaler(path, saved, loss_scaler):
     """Try the saved state on a copy of ``loss_scaler``, which it must fit."""
     if saved is None:
-        raise ValueError(f"load_checkpoint {path}: the checkpoint has no loss scaler state; "
-                         "pass loss_scaler=None, or save one with "
-                         "save_checkpoint(loss_scaler=...)")
+        raise ValueError(f"load_checkpoint {path}: the checkpoint has no loss scaler state; pass "
+                         "loss_scaler=None, or save one with save_checkpoint(loss_scaler=...)")
     try:
         copy.copy(loss_scaler).load_state_dict(saved)
     except (TypeError, ValueError) as exc:

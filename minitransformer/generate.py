@@ -62,9 +62,7 @@ class Seq2SeqStepper:
         self.cache = model.new_cache() if use_cache else None
 
     def logits(self, tokens):
-        if self.cache is None:
-            return self.model.decode(self.memory, tokens, self.src_mask).data[:, -1]
-        new = tokens[:, len(self.cache):]
+        new = tokens if self.cache is None else tokens[:, len(self.cache):]
         return self.model.decode(self.memory, new, self.src_mask, cache=self.cache).data[:, -1]
 
     def reorder(self, rows):
@@ -91,8 +89,7 @@ def greedy(model, tokens, max_new_tokens, src=None, eos_id=None, use_cache=True)
     source in ``src`` (B, Ls)). Returns (B, T0 + n). Once a row has produced ``eos_id``,
     it keeps producing ``eos_id``; decoding stops early when every row has.
     """
-    return _decode("greedy", model, tokens, max_new_tokens, src, eos_id, use_cache,
-                   choose=None)
+    return _decode("greedy", model, tokens, max_new_tokens, src, eos_id, use_cache, choose=None)
 
 
 def _sampling_options(owner, temperature, top_k, top_p):

@@ -93,8 +93,7 @@ class LossScaler:
                              f"{sorted(self.state_dict())}, got {reprlib.repr(state)}")
         scale = arguments.positive_number("LossScaler", "scale", state["scale"])
         clean = arguments.integer("LossScaler", "clean_steps", state["clean_steps"], low=0)
-        skipped = arguments.integer("LossScaler", "skipped_steps", state["skipped_steps"],
-                                    low=0)
+        skipped = arguments.integer("LossScaler", "skipped_steps", state["skipped_steps"], low=0)
         self.scale, self.clean_steps, self.skipped_steps = scale, clean, skipped
 
 

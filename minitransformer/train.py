@@ -71,13 +71,10 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
     schedule:    ``schedule(step)`` -> the learning rate for that step (see ``optim``).
     accumulate_steps: micro-batches per optimizer step, each loss scaled by 1/k.
     clip_norm:   clip the global gradient norm to this (``optim.clip_grad_norm``).
-    precision:   ``"float32"``, or ``"float16"``: mixed precision (see ``precision``).
-                 Forward and backward passes compute with float16 copies of the float32
-                 weights, the loss is multiplied by ``loss_scaler.scale`` (by default a
-                 ``LossScaler()``) and the gradients divided by it. A step whose gradients
-                 overflow is skipped, not applied: its number goes to ``history.skipped``
-                 and the scale is halved. To resume such a run exactly, save and load
-                 the scaler with the checkpoint (``loss_scaler=`` of both functions).
+    precision:   ``"float32"``, or ``"float16"``: mixed precision, as the module docstring
+                 says; a skipped step's number goes to ``history.skipped``.
+    loss_scaler: float16's ``LossScaler`` (default ``LossScaler()``); to resume such a run
+                 exactly, save and load it with the checkpoint (``loss_scaler=`` of both).
 
     What is reported (``_Progress``):
     eval_fn:     ``eval_fn(model)`` -> anything (a float, a dict of metrics), run in eval
@@ -111,8 +108,7 @@ def fit(model, optimizer, batches, loss_fn, steps, *, start_step=0, schedule=Non
         else:
             _finite_gradients(model, clip_norm, history, step, loss)
             optimizer.step()
-        progress.record(model, step, loss, optimizer.lr, tokens,
-                        time.perf_counter() - started)
+        progress.record(model, step, loss, optimizer.lr, tokens, time.perf_counter() - started)
         if callback is not None:
             callback(step, history)
     return history
@@ -196,9 +192,8 @@ def _finite_loss(loss, where, step):
     value = loss.item()
     if not math.isfinite(value):
         raise FloatingPointError(
-            f"fit: the loss is {value} at {where}; the parameters are as after step "
-            f"{step - 1}. Try a lower learning rate, gradient clipping (clip_norm=1.0) or "
-            "a longer warmup")
+            f"fit: the loss is {value} at {where}; the parameters are as after step {step - 1}. "
+            "Try a lower learning rate, gradient clipping (clip_norm=1.0) or a longer warmup")
     return value
 
 
@@ -213,10 +208,9 @@ def _finite_gradients(model, clip_norm, history, step, loss):
         history.grad_norms.append(norm)
     if not math.isfinite(norm):
         raise FloatingPointError(
-            f"fit: the gradient norm is {norm} at step {step} (the loss, {loss:.6g}, is "
-            f"finite); no parameter was changed: they are as after step {step - 1}. Look "
-            "for an op whose gradient overflows (e.g. sqrt or log at 0), or lower the "
-            "learning rate")
+            f"fit: the gradient norm is {norm} at step {step} (the loss, {loss:.6g}, is finite); "
+            f"no parameter was changed: they are as after step {step - 1}. Look for an op whose "
+            "gradient overflows (e.g. sqrt or log at 0), or lower the learning rate")
 
 
 def _loss_scaler(model, precision, loss_scaler):
@@ -233,8 +227,7 @@ def _loss_scaler(model, precision, loss_scaler):
                         f"model has {', '.join(wrong)} parameters; model.to(dtype='float32')")
     if loss_scaler is not None and not isinstance(loss_scaler, LossScaler):
         raise TypeError(f"fit: loss_scaler must be a precision.LossScaler, got "
-                        f"{type(loss_scaler).__name__}; e.g. "
-                        f"LossScaler(scale={loss_scaler!r})")
+                        f"{type(loss_scaler).__name__}; e.g. LossScaler(scale={loss_scaler!r})")
     return LossScaler() if loss_scaler is None else loss_scaler
 
 

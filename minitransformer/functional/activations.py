@@ -1,7 +1,4 @@
-"""Softmax, log-softmax, ReLU, SiLU, GELU and dropout: elementwise and row-wise functions.
-
-The exact GELU needs the error function, which NumPy lacks: ``erf.py`` provides it.
-"""
+"""Softmax, log-softmax, ReLU, SiLU, GELU (its erf: ``erf.py``) and dropout."""
 import math
 
 from .. import arguments, backend

@@ -21,8 +21,7 @@ class RotaryEmbedding(Function):
     def _rotate(self, x, sin):
         half = x.shape[-1] // 2
         x1, x2 = x[..., :half], x[..., half:]
-        return self.xp.concatenate([x1 * self.cos - x2 * sin, x2 * self.cos + x1 * sin],
-                                   axis=-1)
+        return self.xp.concatenate([x1 * self.cos - x2 * sin, x2 * self.cos + x1 * sin], axis=-1)
 
 
 def rotary_embedding(x, positions, base=10000.0):

@@ -110,8 +110,8 @@ class MultiHeadAttention(Module):
         if d_model % num_heads:
             raise ValueError(f"MultiHeadAttention: num_heads={num_heads!r} must be a positive "
                              f"integer dividing d_model={d_model}")
-        num_kv_heads = arguments.positive_integer(
-            "MultiHeadAttention", "num_kv_heads", num_heads if num_kv_heads is None else num_kv_heads)
+        num_kv_heads, = _sizes("MultiHeadAttention",
+                               num_kv_heads=num_heads if num_kv_heads is None else num_kv_heads)
         if num_heads % num_kv_heads:
             raise ValueError(f"MultiHeadAttention: num_kv_heads={num_kv_heads!r} must be a "
                              f"positive integer dividing num_heads={num_heads}")

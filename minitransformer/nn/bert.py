@@ -29,11 +29,11 @@ def mask_tokens(ids, mask_id, special_ids, vocab_size, p=0.15, ignore_index=-100
                          f"{getattr(ids, 'shape', type(ids).__name__)} of dtype "
                          f"{getattr(ids, 'dtype', None)}")
     named = list(special_ids) + [mask_id]
-    highest = max(named + [int(ids.max()) if ids.size else 0])
-    if min(named + [int(ids.min()) if ids.size else 0]) < 0 or highest >= vocab_size:
+    low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if min(named + [low]) < 0 or max(named + [high]) >= vocab_size:
         raise ValueError(f"mask_tokens: ids, special_ids and mask_id must lie in [0, "
                          f"vocab_size={vocab_size}), got {sorted(set(named))} and ids in "
-                         f"[{int(ids.min()) if ids.size else 0}, {highest}]")
+                         f"[{low}, {high}]")
     rng = rng or backend.rng(backend.device_of(ids))
     special = xp.zeros(vocab_size, dtype=bool)
     special[xp.asarray(named)] = True

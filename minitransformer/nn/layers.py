@@ -224,8 +224,7 @@ class LearnedPositionalEmbedding(Module):
 def _exact_buckets(owner, bidirectional, num_buckets, max_distance):
     """How many offsets get a bucket of their own (at least one), checking that the
     logarithmic buckets reach past them to ``max_distance``."""
-    num_buckets, max_distance = _sizes(owner, num_buckets=num_buckets,
-                                       max_distance=max_distance)
+    num_buckets, max_distance = _sizes(owner, num_buckets=num_buckets, max_distance=max_distance)
     exact = num_buckets // (4 if bidirectional else 2)
     if exact < 1:
         raise ValueError(f"{owner}: num_buckets={num_buckets} leaves no exact bucket; "
@@ -261,8 +260,7 @@ def relative_position_bucket(relative, bidirectional=True, num_buckets=32, max_d
         distance = xp.maximum(distance, 0)
     ratio = xp.log(xp.maximum(distance, 1) / max_exact) / math.log(max_distance / max_exact)
     far = max_exact + (ratio * (num_buckets - max_exact)).astype(xp.int64)
-    return bucket + xp.where(distance < max_exact, distance,
-                             xp.minimum(far, num_buckets - 1))
+    return bucket + xp.where(distance < max_exact, distance, xp.minimum(far, num_buckets - 1))
 
 
 class RelativePositionBias(Module):
@@ -272,8 +270,7 @@ class RelativePositionBias(Module):
     positions. ``weight`` is (num_buckets, num_heads). Share one across a stack's layers,
     as T5 does; ``bidirectional=False`` for causal self-attention."""
 
-    def __init__(self, num_heads, num_buckets=32, max_distance=128, bidirectional=True,
-                 std=0.02):
+    def __init__(self, num_heads, num_buckets=32, max_distance=128, bidirectional=True, std=0.02):
         num_heads, = _sizes("RelativePositionBias", num_heads=num_heads)
         _exact_buckets("RelativePositionBias", bidirectional, num_buckets, max_distance)
         num_buckets, max_distance = int(num_buckets), int(max_distance)

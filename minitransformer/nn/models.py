@@ -216,7 +216,8 @@ class GPT(Module):
 
     Each block is a pre-LN, causal ``TransformerBlock``; a final norm and a
     bias-free output layer (tied to the token embedding) follow. Embeddings start as
-    N(0, 0.02²), as in GPT-2 (with sinusoids: N(0, 1/d_model), scaled by sqrt(d_model)).
+    N(0, 0.02²), as in GPT-2 (with sinusoids: N(0, 1/d_model), scaled by sqrt(d_model),
+    as in ``Transformer``, or the fixed unit-scale positions would drown them).
     For generation, make ``cache = new_cache()`` and pass only the new tokens at each
     step; positions continue from ``len(cache)``.
 
@@ -233,8 +234,6 @@ class GPT(Module):
         c = self.config = config
         _check_choice("GPT", "positions", c.positions, GPT_POSITIONS)
         d_ff = c.d_ff or 4 * c.d_model
-        # Sinusoids have unit scale: as in Transformer, tokens are N(0, 1/d) scaled by
-        # sqrt(d), or the fixed positions would drown them.
         self.token_scale = math.sqrt(c.d_model) if c.positions == "sinusoidal" else 1.0
         std = 0.02 if self.token_scale == 1 else 1 / self.token_scale
         self.token_embedding = Embedding(c.vocab_size, c.d_model, std=std)
@@ -242,8 +241,7 @@ class GPT(Module):
         if c.positions == "learned":
             self.position_embedding = LearnedPositionalEmbedding(c.max_len, c.d_model)
         elif c.positions == "sinusoidal":  # a fixed table, longer than the context
-            self.position_embedding = SinusoidalPositionalEncoding(c.d_model,
-                                                                   max(c.max_len, 5000))
+            self.position_embedding = SinusoidalPositionalEncoding(c.d_model, max(c.max_len, 5000))
         self.relative_bias = (RelativePositionBias(c.num_heads, bidirectional=False)
                               if c.positions == "t5" else None)
         self.dropout = Dropout(c.dropout)
@@ -373,8 +371,7 @@ class EncoderClassifier(Module):
     def _key_mask(self, ids, attention_mask, device):
         """The (B, 1, 1, L) boolean key mask from ``attention_mask`` or ``pad_id``."""
         if attention_mask is None:
-            pad_id = self.config.pad_id
-            return None if pad_id is None else padding_mask(ids, pad_id)
+            return None if self.config.pad_id is None else padding_mask(ids, self.config.pad_id)
         data = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
         if not backend.is_array(data) or data.shape != ids.shape:
             raise ValueError(f"EncoderClassifier: attention_mask has shape "

@@ -173,6 +173,3 @@ class ModuleList(Module):
 
     def __setitem__(self, i, module):
         self._items[i] = module
-
-    def append(self, module):
-        self._items.append(module)

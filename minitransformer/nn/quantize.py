@@ -57,8 +57,7 @@ def quantize_int8(model):
     the model. Embeddings and norms stay float. For inference only."""
     if not isinstance(model, Module) or isinstance(model, Linear):
         raise TypeError(f"quantize_int8: model must be a Module holding Linear layers, got "
-                        f"{type(model).__name__}; a lone Linear becomes "
-                        "QuantizedLinear(linear)")
+                        f"{type(model).__name__}; a lone Linear becomes QuantizedLinear(linear)")
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, Linear):

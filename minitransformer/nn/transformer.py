@@ -178,8 +178,7 @@ class Decoder(_Stack):
     ``KVCache(num_layers, cross_attention=True)``."""
     layer_type = DecoderLayer
 
-    def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None,
-                self_bias=None):
+    def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None, self_bias=None):
         masks = dict(self_mask=self_mask, memory_mask=memory_mask)
         for i, layer in enumerate(self.layers):
             if self.recompute and cache is None:

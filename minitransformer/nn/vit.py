@@ -82,7 +82,6 @@ class ViT(Module):
             given = (f"shape {images.shape}, dtype {images.dtype}" if images is not None
                      else "no array")
             raise ValueError(f"ViT: images must be a float (B, C, H, W) = (B, "
-                             f"{', '.join(map(str, expected))}) array or Tensor, got "
-                             f"{given}")
+                             f"{', '.join(map(str, expected))}) array or Tensor, got {given}")
         check_device("ViT", "images", images, self.device)
         return images

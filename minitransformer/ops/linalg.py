@@ -33,13 +33,11 @@ def matmul(a, b):
 def _check_shapes(a, b):
     """NumPy's matmul rules, with both operand shapes in the message."""
     if not a or not b:
-        raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes "
-                         f"{a} @ {b}")
+        raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes {a} @ {b}")
     inner_b = b[-2] if len(b) > 1 else b[0]
     if a[-1] != inner_b:
         raise ValueError(f"matmul: shapes {a} @ {b} do not match: a's last dim {a[-1]} must "
-                         f"equal b's {'second-to-last' if len(b) > 1 else 'only'} dim "
-                         f"{inner_b}")
+                         f"equal b's {'second-to-last' if len(b) > 1 else 'only'} dim {inner_b}")
     try:
         backend.host.broadcast_shapes(a[:-2], b[:-2])
     except ValueError:

@@ -33,14 +33,11 @@ class Transpose(Function):
     def forward(self, a, axes=None):
         self.axes = tuple(reversed(range(a.ndim))) if axes is None else axes
         if sorted(self.axes) != list(range(a.ndim)):
-            raise ValueError(f"transpose: axes {axes} are not a permutation of "
-                             f"{a.ndim} dims")
+            raise ValueError(f"transpose: axes {axes} are not a permutation of {a.ndim} dims")
         return a.transpose(self.axes)
 
     def backward(self, grad):
-        inverse = [0] * len(self.axes)
-        for i, ax in enumerate(self.axes):
-            inverse[ax] = i
+        inverse = [self.axes.index(i) for i in range(len(self.axes))]  # where axis i went
         return grad.transpose(inverse)
 
 

@@ -4,7 +4,6 @@ Read ``optimizer`` (parameter groups, state, clipping) first, then ``sgd``, ``ad
 and ``schedules``.
 """
 from .adam import Adam, AdamW
-from .optimizer import (Optimizer, clip_grad_norm, grad_norm,
-                        param_groups_for_weight_decay)
+from .optimizer import Optimizer, clip_grad_norm, grad_norm, param_groups_for_weight_decay
 from .schedules import noam, warmup_constant, warmup_cosine
 from .sgd import SGD

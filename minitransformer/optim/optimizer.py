@@ -77,8 +77,7 @@ class Optimizer:
         groups, state, index = [], {}, 0
         for group in self.param_groups:
             indices = list(range(index, index + len(group["params"])))
-            groups.append({**{k: v for k, v in group.items() if k != "params"},
-                           "params": indices})
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": indices})
             for i, p in zip(indices, group["params"]):
                 if id(p) in self.state:
                     state[i] = {k: backend.to_numpy(v) if backend.is_array(v) else v
@@ -130,8 +129,7 @@ def _make_param_groups(optimizer, params):
     name, defaults = type(optimizer).__name__, optimizer.defaults
     if isinstance(params, Tensor) or hasattr(params, "named_parameters"):
         raise TypeError(f"{name}: params must be a list of Parameters or of param-group "
-                        f"dicts, got a {type(params).__name__}; did you mean "
-                        "model.parameters()?")
+                        f"dicts, got a {type(params).__name__}; did you mean model.parameters()?")
     params = list(params)
     if not params:
         raise ValueError(f"{name}: got an empty list of parameters")

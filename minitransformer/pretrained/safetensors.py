@@ -125,8 +125,7 @@ def _check_layout(path, entries, data_size):
             what = "overlaps the tensor before it" if begin < end else "leaves a gap"
             raise SafetensorsError(
                 f"{path}: tensor {_short(name)} begins at byte {begin} of the data but the "
-                f"previous tensor ends at {end}: it {what}; tensors must be stored "
-                "back to back")
+                f"previous tensor ends at {end}: it {what}; tensors must be stored back to back")
         end = stop
     if end != data_size:
         why = "trailing bytes" if end < data_size else "is the file truncated?"

@@ -140,17 +140,16 @@ class SentenceEncoder:
         self.dim = model.config.d_model
 
     def encode(self, sentences, normalize=True, batch_size=32):
-        """Embeddings of ``sentences`` (a list, or any iterable, of str) as a host NumPy float32 array
-        (N, D), row i for sentence i; unit length when ``normalize`` (cosine similarity
-        is then a dot product).
+        """Embeddings of ``sentences`` (a list, or any iterable, of str) as a host NumPy
+        float32 array (N, D), row i for sentence i; unit length when ``normalize`` (cosine
+        similarity is then a dot product).
 
         Sentences are embedded in batches of at most ``batch_size``, grouped by length
         so that little compute goes to padding (see ``length_batches``). Padding is
         masked out of attention and pooling, so an embedding does not depend on its batch.
         """
         sentences = _list_of_str("SentenceEncoder.encode", "sentences", sentences)
-        batch_size = arguments.positive_integer("SentenceEncoder.encode", "batch_size",
-                                                batch_size)
+        batch_size = arguments.positive_integer("SentenceEncoder.encode", "batch_size", batch_size)
         encoded = [self.tokenizer.encode(s) for s in sentences]
         out = backend.host.zeros((len(encoded), self.dim), dtype=backend.DEFAULT_DTYPE)
         with no_grad():
