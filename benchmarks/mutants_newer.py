@@ -78,8 +78,8 @@ NEWER_MUTANTS = [
            "gb = unbroadcast(gs * self.scale, self.bias_shape) if needs_bias",
            "attention backward: the bias gradient scaled", [T_COMP, T_ATT]),
     Mutant(F + "attention.py",
-           "row_dot = row_dot + (grad_probs * probs).sum(axis=-1, keepdims=True)",
-           "row_dot = row_dot", "attention backward: the weights' gradient skips the softmax "
+           "gs += grad_probs - (grad_probs * probs).sum(axis=-1, keepdims=True)",
+           "gs += grad_probs", "attention backward: the weights' gradient skips the softmax "
            "row sum", [T_ATT]),
     Mutant("minitransformer/autograd.py", "if all(g is None for g in output_grads):",
            "if any(g is None for g in output_grads):",

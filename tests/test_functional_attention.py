@@ -129,27 +129,19 @@ def test_attention_dropout_drops_weights_but_reports_them_before():
 
 
 def test_attention_softmax_in_cache_sized_blocks_equals_the_whole(monkeypatch):
-    """Scores above common.PIECE elements are masked and normalised, and their gradient
-    formed, block by block of rows (on the CPU): the very same weights, output and
-    gradients (with dropout, and the weights in the loss) as in one piece, fully masked
-    rows included."""
+    """Scores above common.PIECE elements are normalised block by block of rows (on the
+    CPU): the very same weights and output as in one piece, fully masked rows included."""
     from minitransformer.functional import common
     rng = np.random.default_rng(0)
-    q, k, v = (leaf(rng.standard_normal((2, 3, 150, 8))) for _ in range(3))
-    upstream = [mt.tensor(rng.standard_normal(shape)) for shape in ((2, 3, 150, 8),
-                                                                    (2, 3, 150, 150))]
+    q, k, v = (mt.tensor(rng.standard_normal((2, 3, 150, 8)).astype(np.float32))
+               for _ in range(3))
     mask = rng.random((2, 1, 150, 150)) > 0.3
     mask[0, 0, 5] = False  # a query with nothing to attend to
     results = []
     for piece in (1100, q.size * 1000):  # blocks of 7 rows (the last one short), then whole
         monkeypatch.setattr(common, "PIECE", piece)
-        mt.manual_seed(0)
-        out, weights = ScaledDotProductAttention.apply(q, k, v, mask=mt.tensor(mask).data,
-                                                       dropout_p=0.2)
-        for t in (q, k, v):
-            t.grad = None
-        ((out * upstream[0]).sum() + (weights * upstream[1]).sum()).backward()
-        results.append([out.numpy(), weights.numpy()] + [host(t.grad) for t in (q, k, v)])
+        out, weights = F.scaled_dot_product_attention(q, k, v, mask)
+        results.append((out.numpy(), weights.numpy()))
     for blocks, whole in zip(*results):
         np.testing.assert_array_equal(blocks, whole)
     assert (results[0][1][0, :, 5] == 0).all() and (results[0][0][0, :, 5] == 0).all()

@@ -5,7 +5,7 @@ import math
 from .. import arguments, backend
 from ..autograd import Function, Tensor, as_array
 from ..ops.arithmetic import unbroadcast
-from .common import floating, keep_mask, row_blocks, softmax_rows_, widened
+from .common import floating, keep_mask, softmax_rows_, widened
 
 
 class ScaledDotProductAttention(Function):
@@ -24,40 +24,37 @@ class ScaledDotProductAttention(Function):
         if bias is not None:
             scores += bias
             self.bias_shape = bias.shape
-        probs = softmax_rows_(scores, mask)  # a fully masked row gets weights 0, output 0
-        self.keep, self.attended = None, probs
+        if mask is not None:
+            xp.copyto(scores, -xp.inf, where=~mask)
+        probs = softmax_rows_(scores)  # a fully masked row gets weights 0, output 0
+        self.keep = None
         if dropout_p:
             self.keep = keep_mask(probs.shape, dropout_p, probs.dtype, backend.device_of(q))
-            self.attended = probs * self.keep
         self.k, self.v, self.probs = k, v, probs
-        self.out = self.attended @ v
+        self.out = (probs if self.keep is None else probs * self.keep) @ v
         return self.out.astype(q.dtype, copy=False), probs
 
     def backward(self, grad, grad_probs):
-        xp = self.xp
         if grad is None:  # only the weights feed the loss
-            grad = xp.zeros_like(self.out)
+            grad = self.xp.zeros_like(self.out)
         grad = grad.astype(self.out.dtype, copy=False)
         needs_q, needs_k, needs_v, needs_bias = (self.needs_input_grad + [False])[:4]
         k, v, probs, keep = self.k, self.v, self.probs, self.keep
         gv = None
         if needs_v:
-            gv = unbroadcast(self.attended.swapaxes(-1, -2) @ grad, v.shape)
+            attended = probs if keep is None else probs * keep
+            gv = unbroadcast(attended.swapaxes(-1, -2) @ grad, v.shape)
         if not (needs_q or needs_k or needs_bias):
             return None, None, gv, None
-        gs = grad @ v.swapaxes(-1, -2)  # dP, then dS in place, block by block of rows
+        gs = grad @ v.swapaxes(-1, -2)  # dP, then dS in place
+        if keep is not None:
+            gs *= keep
         # rowsum(dP P) = rowsum(dO O) (as in FlashAttention): an (Lq, Dv) product
-        # instead of an (Lq, Lk) one; einsum, since (grad * out).sum(-1) is 3x slower.
-        row_dot = xp.einsum("...qd,...qd->...q", grad, self.out)[..., None]
+        # instead of an (Lq, Lk) one.
+        gs -= (grad * self.out).sum(axis=-1, keepdims=True)
         if grad_probs is not None:  # None unless the weights feed the loss
-            row_dot = row_dot + (grad_probs * probs).sum(axis=-1, keepdims=True)
-        for ds, p, dot, kept, own in row_blocks(gs, probs, row_dot, keep, grad_probs):
-            if kept is not None:
-                ds *= kept
-            if own is not None:
-                ds += own
-            ds -= dot
-            ds *= p
+            gs += grad_probs - (grad_probs * probs).sum(axis=-1, keepdims=True)
+        gs *= probs
         gq = gk = None
         if needs_q:
             gq = gs @ k

@@ -72,21 +72,17 @@ def in_pieces(fn, *arrays):
     return results[0] if len(results) == 1 else results
 
 
-def row_blocks(x, *others):
-    """Views of x (..., n), and of each array in ``others`` with x's leading dims (their
-    last may differ; a None stays None), block by block of the same whole rows, about
-    PIECE elements each: for row-wise work in place while a block sits in the cache. On a
-    GPU, or when x is small or not contiguous (its reshape would be a copy), or another
-    array only broadcasts to it, the arrays themselves are the one block."""
-    arrays = (x,) + others
-    given = [a for a in others if a is not None]
+def row_blocks(x):
+    """Views of x (..., n) as blocks of whole rows, about PIECE elements each, for
+    row-wise work in place while a block sits in the cache. On a GPU, or when x is small
+    or not contiguous (its reshape would be a copy), x itself is the one block."""
     if (backend.device_of(x) != "cpu" or x.size <= PIECE or x.ndim < 2
-            or not x.flags.c_contiguous or any(a.shape[:-1] != x.shape[:-1] for a in given)):
-        yield arrays
+            or not x.flags.c_contiguous):
+        yield x
         return
-    rows = [None if a is None else a.reshape(-1, a.shape[-1]) for a in arrays]
-    for block in row_slices(rows[0]):
-        yield tuple(None if r is None else r[block] for r in rows)
+    rows = x.reshape(-1, x.shape[-1])
+    for block in row_slices(rows):
+        yield rows[block]
 
 
 def row_slices(x):
@@ -97,16 +93,12 @@ def row_slices(x):
     return [slice(start, start + step) for start in range(0, n, step)]
 
 
-def softmax_rows_(scores, mask=None):
+def softmax_rows_(scores):
     """Softmax over the last axis of float ``scores``, in place, block by block
-    (``row_blocks``): the mask and the five passes then read main memory once. The
-    weight is 0 where the boolean ``mask`` (broadcastable to scores) is False; a row that
-    is all masked (a query with nothing to attend to) becomes all zeros, not NaN."""
+    (``row_blocks``): its five passes then read main memory once. A row that is all -inf
+    (a query with nothing to attend to) becomes all zeros, not NaN."""
     xp = backend.get_array_module(scores)
-    hidden = None if mask is None else xp.broadcast_to(~mask, scores.shape)
-    for rows, hide in row_blocks(scores, hidden):
-        if hide is not None:
-            xp.copyto(rows, -xp.inf, where=hide)
+    for rows in row_blocks(scores):
         top = rows.max(axis=-1, keepdims=True)
         top[top == -xp.inf] = 0  # a fully masked row: exp(-inf - 0) = 0 rather than NaN
         rows -= top
@@ -115,4 +107,3 @@ def softmax_rows_(scores, mask=None):
         total[total == 0] = 1  # ... and its weights stay 0
         rows /= total
     return scores
-
