@@ -90,19 +90,18 @@ class TransformerBlock(Module):
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(self, x, mask=None, cache=None, bias=None):
-        x = _residual(self, x, 1, lambda h: self.self_attn(h, h, h, mask=mask, cache=cache,
-                                                          bias=bias))
-        return _residual(self, x, 2, self.feed_forward)
+        x = _residual(x, lambda h: self.self_attn(h, h, h, mask=mask, cache=cache, bias=bias),
+                      self.norm1, self.dropout1, self.norm_first)
+        return _residual(x, self.feed_forward, self.norm2, self.dropout2, self.norm_first)
 
     def extra_repr(self):
         return f"norm_first={self.norm_first}"
 
 
-def _residual(layer, x, i, sublayer):
-    """Sub-layer ``i`` of ``layer`` (its ``norm{i}`` and ``dropout{i}``) with its residual
-    connection, pre-LN or post-LN as in the module docstring."""
-    norm, dropout = getattr(layer, f"norm{i}"), getattr(layer, f"dropout{i}")
-    if layer.norm_first:
+def _residual(x, sublayer, norm, dropout, norm_first):
+    """``sublayer`` with its residual connection, its ``norm`` and its ``dropout``: pre-LN
+    or post-LN as in the module docstring."""
+    if norm_first:
         return x + dropout(sublayer(norm(x)))
     return norm(x + dropout(sublayer(x)))
 
@@ -134,11 +133,13 @@ class DecoderLayer(Module):
 
     def forward(self, x, memory, self_mask=None, memory_mask=None, cache=None,
                 memory_cache=None, self_bias=None):
-        x = _residual(self, x, 1, lambda h: self.self_attn(h, h, h, mask=self_mask,
-                                                          cache=cache, bias=self_bias))
-        x = _residual(self, x, 2, lambda h: self.cross_attn(h, memory, memory,
-                                                           mask=memory_mask, cache=memory_cache))
-        return _residual(self, x, 3, self.feed_forward)
+        x = _residual(x, lambda h: self.self_attn(h, h, h, mask=self_mask, cache=cache,
+                                                  bias=self_bias),
+                      self.norm1, self.dropout1, self.norm_first)
+        x = _residual(x, lambda h: self.cross_attn(h, memory, memory, mask=memory_mask,
+                                                   cache=memory_cache),
+                      self.norm2, self.dropout2, self.norm_first)
+        return _residual(x, self.feed_forward, self.norm3, self.dropout3, self.norm_first)
 
     extra_repr = TransformerBlock.extra_repr
 
